@@ -1,0 +1,127 @@
+"""Input validation shared by every method.
+
+Each check raises ``ValueError`` with a message that says what is wrong and
+how to fix it. Matrices are returned as CSR float32 without densifying.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+def _examples(values, n: int = 5) -> str:
+    values = list(dict.fromkeys(map(str, values)))
+    head = ", ".join(repr(v) for v in values[:n])
+    return head + (", ..." if len(values) > n else "")
+
+
+def check_names(adata, what: str) -> None:
+    """Refuse empty objects and duplicated cell or gene names."""
+    if adata.n_obs == 0:
+        raise ValueError(f"The {what} has no cells (0 observations); pass a non-empty object.")
+    if adata.n_vars == 0:
+        raise ValueError(f"The {what} has no genes (0 variables); pass a non-empty object.")
+    dup_genes = adata.var_names[adata.var_names.duplicated()]
+    if len(dup_genes):
+        raise ValueError(
+            f"The {what} has {len(dup_genes)} duplicated gene names ({_examples(dup_genes)}). "
+            "Make them unique first, e.g. adata.var_names_make_unique() in Python or "
+            "make.unique(rownames(x)) in R."
+        )
+    dup_cells = adata.obs_names[adata.obs_names.duplicated()]
+    if len(dup_cells):
+        raise ValueError(
+            f"The {what} has {len(dup_cells)} duplicated cell names ({_examples(dup_cells)}). "
+            "Make them unique first, e.g. adata.obs_names_make_unique()."
+        )
+
+
+def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.csr_matrix:
+    """Return the count matrix (cells x genes) as CSR float32, validated.
+
+    Sparse input stays sparse; a dense array is converted to CSR once.
+    """
+    check_names(adata, what)
+    if layer is None:
+        X = adata.X
+        where = f"{what}.X"
+    else:
+        if layer not in adata.layers:
+            raise ValueError(
+                f"Layer {layer!r} is not in the {what}; available layers: "
+                f"{_examples(adata.layers.keys()) or 'none'} (use layer=None for .X)."
+            )
+        X = adata.layers[layer]
+        where = f"{what}.layers[{layer!r}]"
+    if X is None:
+        raise ValueError(f"{where} is empty (None); put raw counts in .X or name a layer.")
+    if hasattr(X, "to_memory"):  # backed / lazy arrays
+        X = X.to_memory()
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32)
+    else:
+        X = np.asarray(X)
+        if not np.issubdtype(X.dtype, np.number):
+            raise ValueError(f"{where} is not numeric (dtype {X.dtype}).")
+        X = sp.csr_matrix(X.astype(np.float32, copy=False))
+    data = X.data
+    if not np.all(np.isfinite(data)):
+        n_bad = int((~np.isfinite(data)).sum())
+        raise ValueError(
+            f"{where} contains {n_bad} NaN or infinite values; pybridge needs finite, "
+            "non-negative counts. Replace or remove them first."
+        )
+    if data.size and data.min() < 0:
+        raise ValueError(
+            f"{where} contains negative values (min {data.min():.3g}); pybridge expects raw, "
+            "non-negative counts. Scaled or centred data (e.g. Seurat's scale.data) cannot be used."
+        )
+    if data.size and data.max() < 30 and np.any(np.abs(data - np.round(data)) > 1e-3):
+        warnings.warn(
+            f"{where} looks log-transformed or normalised (non-integer, max {data.max():.3g}); "
+            "pybridge normalises internally and expects raw counts. Pass the counts layer if you have it.",
+            UserWarning,
+            stacklevel=3,
+        )
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X
+
+
+def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray:
+    """Return labels as an object array of strings; NA stays None.
+
+    Raises when the column is missing, entirely NA, or has a single class.
+    """
+    if labels_key not in adata.obs.columns:
+        raise ValueError(
+            f"labels_key={labels_key!r} is not a column of the {what}'s cell metadata; "
+            f"available columns: {_examples(adata.obs.columns, 12) or 'none'}."
+        )
+    col = adata.obs[labels_key]
+    na = pd.isna(col).to_numpy()
+    if na.all():
+        raise ValueError(f"The {what} label column {labels_key!r} is entirely NA.")
+    values = np.array([None if m else str(v) for v, m in zip(col.tolist(), na)], dtype=object)
+    classes = pd.unique(values[~na])
+    if len(classes) < 2:
+        raise ValueError(
+            f"The {what} label column {labels_key!r} has a single class ({classes[0]!r}); "
+            "a classifier needs at least two cell types."
+        )
+    return values
+
+
+def check_finite_labels(labels: np.ndarray, what: str = "reference") -> np.ndarray:
+    """Mask of labelled cells; warns when some labels are NA."""
+    mask = np.array([v is not None for v in labels])
+    if not mask.all():
+        warnings.warn(
+            f"{(~mask).sum()} {what} cells have no label (NA) and are not used as labelled training data.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return mask

@@ -1,0 +1,55 @@
+"""Sparse-preserving normalisation helpers shared by the methods."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def library_size(X: sp.csr_matrix) -> np.ndarray:
+    return np.asarray(X.sum(axis=1)).ravel()
+
+
+def normalize_total(X: sp.csr_matrix, target_sum: float = 1e6, *, log: bool = True, base=None) -> sp.csr_matrix:
+    """Scale each cell to ``target_sum`` counts, then ``log1p`` (natural log, or ``base``).
+
+    Cells without counts stay all-zero (with a warning). The sparsity pattern
+    is unchanged, so this never densifies.
+    """
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    lib = library_size(X)
+    empty = lib <= 0
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} cells have no counts in the genes used; they get all-zero profiles "
+            "and their predictions are unreliable.",
+            UserWarning,
+            stacklevel=3,
+        )
+    scale = np.where(empty, 0.0, target_sum / np.maximum(lib, 1e-12)).astype(np.float32)
+    X.data *= np.repeat(scale, np.diff(X.indptr))
+    if log:
+        np.log1p(X.data, out=X.data)
+        if base is not None:
+            X.data /= np.float32(np.log(base))
+    return X
+
+
+def log_cpm(X: sp.csr_matrix) -> sp.csr_matrix:
+    """log(CPM + 1), natural log (scNym's input transform)."""
+    return normalize_total(X, 1e6, log=True)
+
+
+def hvg_by_dispersion(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
+    """Indices of the ``n_top`` genes with the largest variance/mean ratio of log data.
+
+    A simple, dependency-free highly-variable-gene rule (methods that prescribe
+    a specific HVG procedure implement their own).
+    """
+    n_top = min(n_top, X_log.shape[1])
+    mean = np.asarray(X_log.mean(axis=0)).ravel()
+    sq = np.asarray(X_log.multiply(X_log).mean(axis=0)).ravel()
+    var = np.maximum(sq - mean**2, 0)
+    disp = np.where(mean > 0, var / np.maximum(mean, 1e-12), -np.inf)
+    return np.sort(np.argsort(-disp, kind="stable")[:n_top])

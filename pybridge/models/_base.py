@@ -1,0 +1,191 @@
+"""What every reference-based classifier shares: config handling, reading and
+aligning data, rejection, building results, saving and loading.
+
+A subclass sets ``method`` and ``config_cls`` and implements
+``_fit_arrays``, ``_predict_arrays``, ``_transform``, ``_state`` and
+``_load_state``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .. import _io
+from .._settings import logger, resolve_device, resolve_verbose
+from ..data import check_finite_labels, gene_overlap, get_counts, get_labels
+from ..rejection import UNASSIGNED, class_thresholds, reject
+from ..result import AnnotationResult
+
+
+def make_config(config_cls, config=None, overrides: dict | None = None):
+    """Build a frozen config from a config object, a dict, or keyword overrides.
+
+    Unknown keys raise ``TypeError`` naming the valid ones.
+    """
+    overrides = dict(overrides or {})
+    if config is None:
+        base = {}
+    elif isinstance(config, config_cls):
+        base = dataclasses.asdict(config)
+    elif isinstance(config, dict):
+        base = dict(config)
+    else:
+        raise TypeError(f"config must be a {config_cls.__name__} or a dict, not {type(config).__name__}.")
+    base.update(overrides)
+    valid = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(base) - valid)
+    if unknown:
+        raise TypeError(
+            f"Unknown {config_cls.__name__} option(s): {', '.join(unknown)}. Valid options: {', '.join(sorted(valid))}."
+        )
+    return config_cls(**base)
+
+
+class BaseAnnotator:
+    """Train once on a labelled reference, annotate many queries."""
+
+    method: str = ""
+    config_cls: type = object
+
+    def __init__(self, config=None, *, seed: int = 0, device: str = "auto", verbose: bool | None = None, **overrides):
+        self.config = make_config(self.config_cls, config, overrides)
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.verbose = resolve_verbose(verbose)
+        self.genes_: pd.Index | None = None
+        self.classes_: list[str] | None = None
+        self.thresholds_: np.ndarray | None = None
+        self.history_: dict = {}
+        self.fit_info_: dict = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _check_fitted(self) -> None:
+        if self.genes_ is None or self.classes_ is None:
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(reference) or load(dir) first.")
+
+    @staticmethod
+    def _read(adata, layer, what):
+        X = get_counts(adata, layer, what=what)
+        return X, pd.Index(adata.var_names).astype(str)
+
+    def _read_reference(self, reference, labels_key, layer):
+        X, genes = self._read(reference, layer, "reference")
+        labels = get_labels(reference, labels_key, what="reference")
+        mask = check_finite_labels(labels)
+        return X, genes, labels, mask
+
+    # ------------------------------------------------------------- to override
+    def _transform(self, X: sp.csr_matrix, genes: pd.Index, target_genes: pd.Index) -> sp.csr_matrix:
+        raise NotImplementedError
+
+    def _predict_arrays(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return (probabilities, embedding) for model-ready rows ``X``."""
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- rejection
+    def _fit_rejection(self, val_probabilities: np.ndarray | None) -> None:
+        """Per-class thresholds from validation predictions (always computed; used when enabled)."""
+        if val_probabilities is None or len(val_probabilities) == 0:
+            self.thresholds_ = np.zeros(len(self.classes_))
+        else:
+            self.thresholds_ = class_thresholds(val_probabilities, self.config.outlier_fraction)
+
+    @property
+    def rejection_enabled(self) -> bool:
+        return bool(getattr(self.config, "reject", False))
+
+    # ------------------------------------------------------------------ public
+    def prepare_query(self, query, layer: str | None = None):
+        """Validated, transformed query aligned to the model genes, with overlap info."""
+        self._check_fitted()
+        X, genes = self._read(query, layer, "query")
+        overlap = gene_overlap(self.genes_, genes, what="query")
+        return self._transform(X, genes, self.genes_), overlap
+
+    def predict(self, query, *, layer: str | None = None) -> AnnotationResult:
+        """Annotate ``query`` (AnnData with raw counts in ``X`` or ``layer``)."""
+        t0 = time.perf_counter()
+        Xq, overlap = self.prepare_query(query, layer)
+        probs, embedding = self._predict_arrays(Xq)
+        return self._result(query.obs_names, probs, embedding, overlap, time.perf_counter() - t0)
+
+    def _result(self, obs_names, probs, embedding, overlap, predict_seconds) -> AnnotationResult:
+        classes = np.asarray(self.classes_, dtype=object)
+        raw = classes[probs.argmax(axis=1)]
+        labels = raw.copy()
+        if self.rejection_enabled:
+            labels[reject(probs, self.thresholds_)] = UNASSIGNED
+        params = {
+            "config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+            "device": str(self.device),
+            "gene_overlap": overlap,
+            "timings": {**self.fit_info_.get("timings", {}), "predict_s": float(predict_seconds)},
+            "training": {k: v for k, v in self.fit_info_.items() if k != "timings"},
+            "thresholds": dict(zip(self.classes_, map(float, self.thresholds_))) if self.thresholds_ is not None else None,
+            "version": _version(),
+        }
+        return AnnotationResult(
+            obs_names=pd.Index(obs_names),
+            classes=list(self.classes_),
+            probabilities=probs,
+            labels=labels,
+            raw_labels=raw,
+            confidence=probs.max(axis=1).astype(np.float64),
+            embedding=embedding,
+            method=self.method,
+            rejection=self.rejection_enabled,
+            params=params,
+        )
+
+    def save(self, path) -> Path:
+        """Write weights (safetensors) and metadata (JSON) to directory ``path``."""
+        self._check_fitted()
+        meta = {
+            "config": dataclasses.asdict(self.config),
+            "genes": list(self.genes_),
+            "classes": list(self.classes_),
+            "thresholds": None if self.thresholds_ is None else [float(t) for t in self.thresholds_],
+            "seed": self.seed,
+            "fit_info": self.fit_info_,
+            **self._extra_meta(),
+        }
+        return _io.save_model(path, self.method, self._state(), meta)
+
+    def _extra_meta(self) -> dict:
+        return {}
+
+    @classmethod
+    def load(cls, path, *, device: str = "auto", verbose: bool | None = None, **overrides):
+        """Load a model saved with :meth:`save`. ``overrides`` may change prediction-time options (e.g. ``reject``)."""
+        dev = resolve_device(device)
+        tensors, meta = _io.load_model(path, cls.method, device="cpu")
+        cfg = dict(meta["config"])
+        valid = {f.name for f in dataclasses.fields(cls.config_cls)}
+        cfg = {k: v for k, v in cfg.items() if k in valid}
+        obj = cls(cfg, seed=meta.get("seed", 0), device=str(dev), verbose=verbose, **overrides)
+        obj.genes_ = pd.Index(meta["genes"]).astype(str)
+        obj.classes_ = list(meta["classes"])
+        obj.thresholds_ = None if meta.get("thresholds") is None else np.asarray(meta["thresholds"], dtype=float)
+        obj.fit_info_ = meta.get("fit_info", {})
+        obj._load_state(tensors, meta)
+        logger.info("loaded %s model from %s (%d genes, %d classes)", cls.method, path, len(obj.genes_), len(obj.classes_))
+        return obj
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,136 @@
+"""Result objects: computing is separate from storing.
+
+A method returns an :class:`AnnotationResult` or :class:`ClusteringResult`;
+``result.to_adata(adata, key_added)`` writes it with pybridge's naming rules:
+
+annotation: ``obs[key]`` (categorical, rejected cells ``"Unassigned"``),
+``obs[key_confidence]``, ``obs[key_raw]`` (when the method rejects),
+``obsm[key_probabilities]`` (cells x classes; class names verbatim in
+``uns[key]['classes']``), ``obsm[X_key]`` (embedding), ``uns[key]`` (params,
+classes, gene overlap, version, timings).
+
+clustering: ``obs[key]`` (categorical cluster id), ``obs[key_confidence]``,
+``obs[key_cell_type]`` (mapped type where the method has one),
+``obsm[key_probabilities]`` (soft assignment), ``obsm[X_key]``, ``uns[key]``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .rejection import UNASSIGNED
+
+
+def h5ad_safe(obj: Any) -> Any:
+    """Make a nested params dict writable to .h5ad (no None, tuples → lists, numpy → python)."""
+    if isinstance(obj, dict):
+        return {str(k): h5ad_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        items = [h5ad_safe(v) for v in obj if v is not None]
+        if items and all(isinstance(v, str) for v in items):
+            return np.array(items, dtype=object)
+        return items if not items or isinstance(items[0], (dict, list)) else np.asarray(items)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return "nan"
+    return obj
+
+
+def _check_obs_names(adata, obs_names: pd.Index) -> None:
+    if adata.n_obs != len(obs_names) or not pd.Index(adata.obs_names).equals(pd.Index(obs_names)):
+        raise ValueError(
+            "The result was computed for different cells than this object holds "
+            f"({len(obs_names)} vs {adata.n_obs} cells, or another order); write it to the object it came from."
+        )
+
+
+@dataclass
+class AnnotationResult:
+    """Labels and scores from a reference-based classifier."""
+
+    obs_names: pd.Index
+    classes: list[str]
+    probabilities: np.ndarray
+    labels: np.ndarray
+    raw_labels: np.ndarray
+    confidence: np.ndarray
+    embedding: np.ndarray | None = None
+    method: str = ""
+    rejection: bool = False
+    params: dict = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> np.ndarray:
+        return np.asarray(self.labels == UNASSIGNED)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        df = pd.DataFrame(
+            {"label": self.labels, "raw_label": self.raw_labels, "confidence": self.confidence},
+            index=pd.Index(self.obs_names, name="cell"),
+        )
+        return df
+
+    def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
+        """Write into ``adata`` (or a copy, returned when ``copy=True``)."""
+        key = key_added or self.method
+        _check_obs_names(adata, self.obs_names)
+        if copy:
+            adata = adata.copy()
+        categories = list(self.classes) + ([UNASSIGNED] if self.rejection and UNASSIGNED not in self.classes else [])
+        adata.obs[key] = pd.Categorical(self.labels, categories=categories)
+        adata.obs[f"{key}_confidence"] = np.asarray(self.confidence, dtype=np.float64)
+        if self.rejection:
+            adata.obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
+        adata.obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
+        if self.embedding is not None:
+            adata.obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
+        adata.uns[key] = h5ad_safe({**self.params, "method": self.method, "classes": list(self.classes)})
+        return adata if copy else None
+
+
+@dataclass
+class ClusteringResult:
+    """Cluster assignments (and, where the method maps them, cell types)."""
+
+    obs_names: pd.Index
+    clusters: np.ndarray
+    confidence: np.ndarray
+    probabilities: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    cell_types: np.ndarray | None = None
+    cluster_map: dict | None = None
+    method: str = ""
+    params: dict = field(default_factory=dict)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        df = pd.DataFrame(
+            {"cluster": self.clusters, "confidence": self.confidence},
+            index=pd.Index(self.obs_names, name="cell"),
+        )
+        if self.cell_types is not None:
+            df["cell_type"] = self.cell_types
+        return df
+
+    def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
+        key = key_added or self.method
+        _check_obs_names(adata, self.obs_names)
+        if copy:
+            adata = adata.copy()
+        clusters = np.asarray(self.clusters).astype(str)
+        cats = sorted(pd.unique(clusters), key=lambda c: (len(c), c))
+        adata.obs[key] = pd.Categorical(clusters, categories=cats)
+        adata.obs[f"{key}_confidence"] = np.asarray(self.confidence, dtype=np.float64)
+        if self.cell_types is not None:
+            adata.obs[f"{key}_cell_type"] = pd.Categorical(np.asarray(self.cell_types, dtype=object))
+        if self.probabilities is not None:
+            adata.obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
+        if self.embedding is not None:
+            adata.obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
+        extra = {"cluster_map": {str(k): str(v) for k, v in self.cluster_map.items()}} if self.cluster_map else {}
+        adata.uns[key] = h5ad_safe({**self.params, **extra, "method": self.method})
+        return adata if copy else None
