@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run every test: pytest (Python, CLI, and the R
+# entry points driven through rpy2) and testthat (the R package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PYBRIDGE_PYTHON="$(pwd)/.venv/bin/python"
+status=0
+echo "== tests: R (testthat)"
+if [ -d tests/testthat ]; then
+  Rscript -e 'res <- testthat::test_dir("tests/testthat", package = "pybridge", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)' || status=1
+fi
+echo "== tests: Python (pytest)"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
+exit $status

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real datasets in ../shared/data (skipped when absent) and small slices of them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("PYBRIDGE_DATA", ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(int(os.environ.get("PYBRIDGE_TEST_THREADS", "2")))
+
+
+def load(name: str) -> ad.AnnData:
+    path = DATA_DIR / f"{name}.h5ad"
+    if not path.exists():
+        pytest.skip(f"real dataset {path} not available")
+    return ad.read_h5ad(path)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.exists():
+        pytest.skip(f"data directory {DATA_DIR} not available")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def panc8():
+    return load("panc8_small")
+
+
+@pytest.fixture()
+def panc8_pair(panc8):
+    """Leave-one-technology-out: indrop query, the other four technologies as reference (fresh copies)."""
+    q = panc8[panc8.obs["batch"] == "indrop"].copy()
+    r = panc8[panc8.obs["batch"] != "indrop"].copy()
+    return r, q
+
+
+def accuracy(pred, truth) -> float:
+    return float(np.mean(np.asarray(pred, dtype=str) == np.asarray(truth, dtype=str)))
