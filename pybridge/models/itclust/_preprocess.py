@@ -1,0 +1,171 @@
+"""ItClust preprocessing, applied to the source and the target separately.
+
+1. cells with fewer than ``min_genes`` expressed genes are not used for training;
+2. genes expressed in fewer than ``min_cells`` (used) cells and ERCC / MT genes are removed;
+3. each cell is scaled to ``target_sum`` counts (1e4 in the paper; ``None`` =
+   the dataset's median library size, as the reference code does);
+4. target only: highly variable genes by Seurat-style binned dispersion on the
+   normalised (not yet logged) counts;
+5. ``log1p``;
+6. a per-gene z-score within the dataset, clipped to ``[-clip, clip]``.
+
+Steps 1-5 keep the matrix sparse. The z-score is only applied to dense
+minibatches (:class:`ScaledRows`), so nothing is densified as a whole.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ...data import densify, iter_dense, normalize_total
+
+#: Gene name prefixes removed in step 2 (compared upper-case, so mouse ``mt-`` genes go too).
+SPECIAL_PREFIXES = ("ERCC", "MT-")
+
+
+def n_hvg_for(n_cells: int) -> int:
+    """The reference code's rule for how many target HVGs to use."""
+    if n_cells <= 1500:
+        return 500
+    if n_cells <= 3000:
+        return 1000
+    return 2000
+
+
+def merge_case(X: sp.csr_matrix, genes, upper: bool) -> tuple[sp.csr_matrix, pd.Index]:
+    """Upper-case gene names (case-insensitive matching); columns that collide are summed."""
+    genes = pd.Index(genes).astype(str)
+    if not upper:
+        return X, genes
+    up = genes.str.upper()
+    if not up.duplicated().any():
+        return X, pd.Index(up)
+    codes, uniques = pd.factorize(up)
+    sel = sp.csr_matrix((np.ones(len(codes), dtype=X.dtype), (np.arange(len(codes)), codes)),
+                        shape=(len(codes), len(uniques)))
+    out = (X @ sel).tocsr()
+    out.sort_indices()
+    return out, pd.Index(uniques)
+
+
+def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes with the highest binned, normalised dispersion.
+
+    As Scanpy's ``filter_genes_dispersion(flavor='seurat')`` on non-logged
+    normalised data: dispersion = log(var / mean), genes binned into ``n_bins``
+    equal-width bins of log1p(mean), dispersions z-scored within their bin (a
+    bin holding one gene gives it 1). Ties at the cut-off are broken by gene order.
+    """
+    n = X.shape[0]
+    n_top = int(min(n_top, X.shape[1]))
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
+    mean = np.where(mean == 0, 1e-12, mean)
+    disp = var / mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = np.log(np.where(disp == 0, np.nan, disp))
+    df = pd.DataFrame({"mean": np.log1p(mean), "disp": disp})
+    df["bin"] = pd.cut(df["mean"], bins=n_bins)
+    grouped = df.groupby("bin", observed=False)["disp"]
+    bin_mean, bin_std = grouped.mean(), grouped.std(ddof=1)
+    single = bin_std.isnull()
+    bin_std[single] = bin_mean[single]
+    bin_mean[single] = 0.0
+    b = df["bin"].to_numpy()
+    norm = (df["disp"].to_numpy() - bin_mean.loc[b].to_numpy()) / bin_std.loc[b].to_numpy()
+    norm = np.where(np.isfinite(norm), norm, -np.inf)
+    order = np.argsort(-norm, kind="stable")
+    return np.sort(order[:n_top])
+
+
+@dataclass
+class Prepared:
+    """One dataset after steps 1-5: log-normalised counts of all input cells."""
+
+    X: sp.csr_matrix  # cells x kept genes, log1p(normalised counts)
+    genes: pd.Index  # kept genes (upper-cased when matching is case-insensitive)
+    used: np.ndarray  # cells passing the min_genes filter
+    hvg: pd.Index | None  # target HVGs
+    target_sum: float
+
+
+def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
+    """Steps 1-5 of the module docstring for one dataset (``cfg`` is an ItClustConfig)."""
+    X, genes = merge_case(X, genes, cfg.case_insensitive_genes)
+    n_expr = np.diff(X.indptr)
+    used = n_expr >= cfg.min_genes
+    if not used.any():
+        raise ValueError(
+            f"No cell of the {what} has at least min_genes={cfg.min_genes} expressed genes "
+            f"(the most is {int(n_expr.max()) if len(n_expr) else 0}); lower min_genes, or check that the {what} "
+            "holds counts for more than a handful of genes."
+        )
+    n_cells_per_gene = np.bincount(X[used].indices, minlength=X.shape[1])
+    keep = n_cells_per_gene >= cfg.min_cells
+    if cfg.drop_special_genes:
+        keep &= ~np.asarray([g.upper().startswith(SPECIAL_PREFIXES) for g in genes], dtype=bool)
+    if not keep.any():
+        raise ValueError(
+            f"No gene of the {what} is expressed in at least min_cells={cfg.min_cells} of its "
+            f"{int(used.sum())} usable cells; lower min_cells."
+        )
+    X = X[:, np.flatnonzero(keep)].tocsr()
+    genes = genes[keep]
+    lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    target_sum = float(cfg.target_sum) if cfg.target_sum is not None else float(np.median(lib[used]))
+    X = normalize_total(X, target_sum, log=False)
+    hv = None
+    if hvg:
+        n_top = cfg.n_top_genes if cfg.n_top_genes is not None else n_hvg_for(int(used.sum()))
+        hv = genes[seurat_dispersion_hvg(X[used], n_top)]
+    np.log1p(X.data, out=X.data)
+    return Prepared(X=X, genes=genes, used=used, hvg=hv, target_sum=target_sum)
+
+
+def scale_stats(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and (unbiased) standard deviation; a constant gene gets sd 1."""
+    n = X.shape[0]
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
+    sd = np.sqrt(var)
+    sd[sd == 0] = 1.0
+    return mean, sd
+
+
+class ScaledRows:
+    """Sparse rows that are z-scored and clipped on the device as they are densified."""
+
+    def __init__(self, X: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float | None,
+                 device: torch.device):
+        self.X = X
+        self.device = device
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.sd = torch.as_tensor(sd, dtype=torch.float32, device=device)
+        self.clip = None if clip is None else float(clip)
+
+    @classmethod
+    def within(cls, X: sp.csr_matrix, used: np.ndarray, clip, device) -> "ScaledRows":
+        """Statistics from the ``used`` rows (the dataset itself), applied to all rows."""
+        mean, sd = scale_stats(X[np.flatnonzero(used)])
+        return cls(X, mean, sd, clip, device)
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.sd
+        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+
+    def rows(self, idx: np.ndarray) -> torch.Tensor:
+        return self._scale(densify(self.X, idx, self.device))
+
+    def batches(self, batch_size: int = 1024) -> Iterator[tuple[slice, torch.Tensor]]:
+        for sl, xb in iter_dense(self.X, batch_size, self.device):
+            yield sl, self._scale(xb)
