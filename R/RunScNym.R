@@ -1,0 +1,120 @@
+#' Annotate cells with scNym
+#'
+#' Transfers cell type labels from a labelled reference to the cells of
+#' `object` with scNym (Kimmel & Kelley, Genome Research 2021): a neural
+#' network trained on the reference with MixMatch semi-supervision and a domain
+#' adversary, using the query as unlabelled data. The computation runs in the
+#' Python package pybridge (PyTorch, CPU or CUDA); R receives plain vectors and
+#' matrices and writes them into the object.
+#'
+#' Both objects must hold raw counts (Seurat: the `counts` layer of `assay`;
+#' SingleCellExperiment: the assay named `assay`, default `"counts"`); scNym
+#' normalises them itself (log CPM). Genes are matched by name. With the same
+#' `seed`, results on the CPU are identical run to run, and identical to the
+#' Python API's (`pybridge.scnym()`).
+#'
+#' @section Output:
+#' The returned object is the input with, and only with:
+#' * cell metadata (`meta.data` / `colData`): `predicted.<name>` (factor of the
+#'   reference's class names, verbatim, plus `"Unassigned"` when rejection is
+#'   on), `predicted.<name>.score` (the top probability, in \[0, 1\]) and, with
+#'   rejection, `predicted.<name>.raw` (the label before rejection);
+#' * the scNym embedding (penultimate layer): reduction `<name>` (Seurat) or
+#'   `reducedDim(object, toupper(<name>))` (SCE);
+#' * per-class probabilities: assay `prediction.score.<name>` (Seurat; feature
+#'   names are the classes with `_` turned into `-`, the verbatim class names
+#'   are in the assay's feature metadata column `class`) or
+#'   `metadata(object)$pybridge[[<name>]]$probabilities` (SCE; cells x classes);
+#' * the parameters, versions, gene overlap and timings: the command log entry
+#'   `RunScNym.<name>` (Seurat, see `SeuratObject::Command()`) or
+#'   `metadata(object)$pybridge[[<name>]]$params` (SCE).
+#'
+#' Running again with the same `name` replaces these results; if another method
+#' (or anything else) already uses one of these names, `RunScNym()` stops with
+#' an error instead of overwriting.
+#'
+#' @section Backends:
+#' From an R session pybridge starts Python with reticulate (see
+#' [use_pybridge()]) and sends the counts as a sparse `dgCMatrix`. When R itself
+#' runs inside Python (rpy2), pybridge does not use reticulate: the Python
+#' module `pybridge.r` registers a callback and the objects are converted with
+#' anndata2ri in Python. `options(pybridge.converter = "anndata2ri")` asks for
+#' anndata2ri in an R session too; it needs reticulate >= 1.31 and otherwise
+#' falls back to the `dgCMatrix` path.
+#'
+#' @param object A Seurat object or a SingleCellExperiment (the query).
+#' @param reference The labelled reference: a Seurat object, a
+#'   SingleCellExperiment, the path of an `.h5ad` or `.rds` file, or a model
+#'   trained with [TrainScNym()] (its return value or its directory); a saved
+#'   model is applied without retraining.
+#' @param labels The reference's cell metadata column with the cell types.
+#' @param assay The query's assay with raw counts (Seurat: an assay name,
+#'   default the default assay; SCE: an assay name, default `"counts"`).
+#' @param reference.assay The same for the reference object.
+#' @param name Name of the outputs (see Output).
+#' @param seed Random seed for every stochastic step.
+#' @param device `"auto"` (CUDA when available), `"cpu"` or `"cuda"`.
+#' @param verbose Show messages and a progress bar.
+#' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
+#'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE`,
+#'   `domain_key = "batch"` (a metadata column present in both objects).
+#' @return `object` with the results added.
+#' @seealso [TrainScNym()], [use_pybridge()]
+#' @rdname RunScNym
+#' @examples
+#' \dontrun{
+#' seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#' query <- subset(seu, tech == "indrop")
+#' ref <- subset(seu, tech != "indrop")
+#' query <- RunScNym(query, ref, labels = "cell_type")
+#' table(query$predicted.scnym, query$cell_type)
+#' }
+#' @export
+RunScNym.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "scnym", seed = 0,
+                            device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
+  .run_annotation(object, reference, method = "scnym", fn = "RunScNym", labels = labels, assay = assay,
+                  reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
+                  options = list(...), call = sys.call())
+}
+
+#' @rdname RunScNym
+#' @export
+RunScNym.SingleCellExperiment <- function(object, reference, labels = "cell_type", assay = NULL, name = "scnym",
+                                          seed = 0, device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
+  .run_annotation(object, reference, method = "scnym", fn = "RunScNym", labels = labels, assay = assay,
+                  reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
+                  options = list(...), call = sys.call())
+}
+
+#' Train an scNym model once, annotate many queries
+#'
+#' Trains scNym on a labelled reference and saves it (weights in safetensors,
+#' metadata in JSON) to the directory `path`. Pass the result, or the
+#' directory, as `reference` to [RunScNym()] to annotate queries without
+#' retraining. With a `query`, training is semi-supervised and adversarial on
+#' that query (as `RunScNym()` does); without one, the model is a supervised
+#' classifier that generalises to any query with the same genes.
+#'
+#' @param reference The labelled reference: a Seurat object, a
+#'   SingleCellExperiment, or the path of an `.h5ad` or `.rds` file.
+#' @param labels The reference's cell metadata column with the cell types.
+#' @param path Directory to save the model in (created if needed; default: a
+#'   temporary directory).
+#' @param query Optional unlabelled query (Seurat or SCE) used during training.
+#' @param assay,query.assay Assays with raw counts of the reference and the query.
+#' @inheritParams RunScNym
+#' @return A `pybridge_model` (its `path`, `method`, `classes`, `n_genes` and
+#'   training `params`).
+#' @examples
+#' \dontrun{
+#' model <- TrainScNym(ref, labels = "cell_type", path = "models/panc8")
+#' q1 <- RunScNym(q1, model)
+#' q2 <- RunScNym(q2, "models/panc8")
+#' }
+#' @export
+TrainScNym <- function(reference, labels = "cell_type", path = NULL, query = NULL, assay = NULL, query.assay = NULL,
+                       seed = 0, device = "auto", verbose = TRUE, ...) {
+  .run_training(reference, method = "scnym", fn = "TrainScNym", labels = labels, path = path, query = query,
+                assay = assay, query.assay = query.assay, seed = seed, device = device, verbose = verbose,
+                options = list(...))
+}

@@ -1,0 +1,9 @@
+#' pybridge: reference-based cell annotation for Seurat and SingleCellExperiment
+#'
+#' `RunScNym()` annotates a Seurat object or a SingleCellExperiment from a
+#' labelled reference; `TrainScNym()` trains once for many queries. The methods
+#' run in the Python package pybridge: see [install_pybridge()] and
+#' [use_pybridge()] for the Python environment.
+#'
+#' @keywords internal
+"_PACKAGE"

@@ -1,0 +1,4 @@
+library(testthat)
+library(pybridge)
+
+test_check("pybridge")

@@ -1,0 +1,64 @@
+# Bad input stops with an R error that says what to fix, before anything is written.
+
+test_that("a missing label column names the available columns", {
+  expect_error(RunScNym(seu_query, seu_ref, labels = "celltypes"),
+               "`labels = \"celltypes\"` is not a column of the reference's meta.data; available columns: .*'cell_type'",
+               class = "pybridge_input_error")
+  expect_error(RunScNym(sce_query, sce_ref, labels = "nope"), "is not a column of the reference's colData",
+               class = "pybridge_input_error")
+  ref <- sce_ref
+  ref$empty <- NA_character_
+  expect_error(RunScNym(sce_query, ref, labels = "empty"), "entirely NA")
+})
+
+test_that("no shared genes is an error that shows both naming schemes", {
+  q <- sce_query
+  rownames(q) <- paste0("ENSG", seq_len(nrow(q)))
+  expect_error(RunScNym(q, sce_ref), "no genes in common \\(query genes: 'ENSG1', .*reference genes: 'CLPS'",
+               class = "pybridge_input_error")
+})
+
+test_that("a wrong assay name lists the assays there are", {
+  expect_error(RunScNym(seu_query, seu_ref, assay = "SCT"), "Assay 'SCT' is not in the query; available assays: 'RNA'",
+               class = "pybridge_input_error")
+  expect_error(RunScNym(sce_query, sce_ref, assay = "logcounts"),
+               "Assay 'logcounts' is not in the query; available assays: 'counts'", class = "pybridge_input_error")
+  expect_error(RunScNym(sce_query, sce_ref, reference.assay = "raw"), "Assay 'raw' is not in the reference")
+})
+
+test_that("an empty object is refused", {
+  expect_error(RunScNym(sce_query[, integer(0)], sce_ref), "The query has no cells", class = "pybridge_input_error")
+  expect_error(RunScNym(sce_query, sce_ref[, integer(0)]), "The reference has no cells", class = "pybridge_input_error")
+  expect_error(RunScNym(sce_query[integer(0), ], sce_ref), "The query has no genes", class = "pybridge_input_error")
+})
+
+test_that("bad references and arguments", {
+  expect_error(RunScNym(seu_query, "/no/such/file.h5ad"), "does not exist", class = "pybridge_input_error")
+  d <- withr::local_tempdir()
+  expect_error(RunScNym(seu_query, d), "not a saved pybridge model", class = "pybridge_input_error")
+  expect_error(RunScNym(seu_query), "`reference` is missing", class = "pybridge_input_error")
+  expect_error(RunScNym(seu_query, seu_ref, seed = -1), "`seed`")
+  expect_error(RunScNym(seu_query, seu_ref, device = "gpu"), "`device`")
+  expect_error(RunScNym(seu_query, seu_ref, name = ""), "`name`")
+  expect_error(pybridge:::.options(list(3)), "must be named")
+})
+
+test_that("an existing column of the same name from elsewhere is never overwritten", {
+  q <- seu_query
+  q$predicted.scnym <- "mine"
+  expect_error(RunScNym(q, seu_ref), "already has predicted.scnym \\(written not by pybridge\\).*another `name =`",
+               class = "pybridge_input_error")
+  s <- sce_query
+  s$predicted.scnym.score <- 1
+  expect_error(RunScNym(s, sce_ref), "already has predicted.scnym.score")
+})
+
+test_that("errors raised in Python arrive as R errors and nothing is written", {
+  skip_if_no_python()
+  err <- expect_error(RunScNym(sce_query, sce_ref, n_epoch = 3, verbose = FALSE), class = "pybridge_python_error")
+  expect_match(conditionMessage(err), "Unknown ScNymConfig option\\(s\\): n_epoch")
+  expect_identical(err$python_type, "TypeError")
+  ref <- sce_ref
+  ref$one <- "x"
+  expect_error(RunScNym(sce_query, ref, labels = "one", verbose = FALSE), "single class", class = "pybridge_python_error")
+})
