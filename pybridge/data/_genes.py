@@ -41,7 +41,7 @@ def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index) -> str:
     return ("; ".join(hints) + ".") if hints else "check that both use the same gene identifiers and species."
 
 
-def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool = True) -> dict:
+def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool = True, warn: bool = True) -> dict:
     model_genes = pd.Index(model_genes).astype(str)
     query_genes = pd.Index(query_genes).astype(str)
     shared = int(model_genes.isin(query_genes).sum())
@@ -59,7 +59,7 @@ def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool =
                 f"({100 * frac:.1f}%); at least {MIN_SHARED_GENES} genes and {100 * MIN_SHARED_FRACTION:.0f}% "
                 f"are needed. Hint: {_overlap_hint(model_genes, query_genes)}"
             )
-        if frac < WARN_SHARED_FRACTION:
+        if warn and frac < WARN_SHARED_FRACTION:
             warnings.warn(
                 f"Only {shared} of {len(model_genes)} model genes ({100 * frac:.1f}%) are present in the {what}; "
                 "missing genes are set to zero, which can lower accuracy.",

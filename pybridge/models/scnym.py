@@ -40,6 +40,8 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 * Discovery mode (``discovery=True``): the paper's "new cell type discovery"
   configuration: only pseudolabels with confidence >= 0.9 take part in MixMatch
   and in the adversary.
+* Class balance: like the paper, no balancing by default; ``balanced_classes=True``
+  samples reference cells with weights 1/n_class (the reference code's option).
 * Rejection (``reject=True``): JIND-style per-class thresholds from the
   validation predictions (shared with the other classifiers); scNym's own
   rule, confidence < 0.5, is ``min_confidence=0.5``.
@@ -93,6 +95,7 @@ class ScNymConfig:
     discovery: bool = False
     pseudolabel_min_confidence: float = 0.9  # used in discovery mode
     joint_forward: bool = True
+    balanced_classes: bool = False  # sample reference cells with weights 1/n_class (reference-code option)
     reject: bool = False
     outlier_fraction: float = 0.05
     min_confidence: float = 0.0  # cells below this top probability are also Unassigned when > 0
@@ -247,7 +250,7 @@ class ScNym(BaseAnnotator):
             if query is not None:
                 Xq, genes_q = self._read(query, query_layer, "query")
                 genes = shared_genes(genes_r, genes_q)
-                overlap = gene_overlap(genes_r, genes_q, what="query")
+                overlap = gene_overlap(genes_r, genes_q, what="query", warn=False)  # training uses the shared genes
                 Xq = self._transform(Xq, genes_q, genes)
             else:
                 genes, overlap, Xq = genes_r, None, None
@@ -303,7 +306,12 @@ class ScNym(BaseAnnotator):
             w_ssl = ramp_weight(epoch, cfg.ssl_max_weight, cfg.ssl_ramp_epochs, cfg.ssl_ramp) if semi else 0.0
             w_adv = ramp_weight(epoch, cfg.adv_max_weight, cfg.adv_ramp_epochs, cfg.adv_ramp)
             sums = np.zeros(4)
-            batches = epoch_batches(len(train_idx), cfg.batch_size, rng)
+            if cfg.balanced_classes:
+                w = 1.0 / np.bincount(y[train_idx], minlength=K)[y[train_idx]]
+                order = rng.choice(len(train_idx), size=len(train_idx), replace=True, p=w / w.sum())
+                batches = [order[b] for b in epoch_batches(len(order), cfg.batch_size, rng, shuffle=False)]
+            else:
+                batches = epoch_batches(len(train_idx), cfg.batch_size, rng)
             for b in batches:
                 idx = train_idx[b]
                 x = densify(Xr, idx, dev)

@@ -1,0 +1,132 @@
+"""scNym on the reference -> query dev tasks, next to a logistic-regression baseline.
+
+    python benchmarks/bench_scnym.py [--data ../shared/data] [--device cpu] [--tasks panc8:indrop,zheng]
+                                     [--set discovery=true ...] [--out benchmarks/results_scnym.md]
+
+Prints one row per task: accuracy and macro-F1 on query cells whose type is in
+the reference (raw labels, before rejection), the rejected fraction of those
+cells, the rejected fraction of cells of unseen types, and wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pybridge  # noqa: E402
+from pybridge.data import align_columns, get_counts, log_cpm, shared_genes  # noqa: E402
+
+PANC8_TECHS = ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
+
+
+def dev_tasks(data: Path) -> dict:
+    """name -> (reference loader, query loader); loaders defer reading until used."""
+    def f(name):
+        return lambda: ad.read_h5ad(data / f"{name}.h5ad")
+
+    def panc8(tech, query):
+        def load():
+            a = ad.read_h5ad(data / "panc8_small.h5ad")
+            m = (a.obs["batch"] == tech).to_numpy()
+            return (a[m] if query else a[~m]).copy()
+        return load
+
+    tasks = {f"panc8:{t}": (panc8(t, False), panc8(t, True)) for t in PANC8_TECHS}
+    tasks["baron_mouse1->2"] = (f("baron_mouse1"), f("baron_mouse2"))
+    tasks["cellbench_celseq2->dropseq"] = (f("cellbench_sc_celseq2"), f("cellbench_sc_dropseq"))
+    tasks["cellbench_5cl_p1->p3"] = (f("cellbench_sc_celseq2_5cl_p1"), f("cellbench_sc_celseq2_5cl_p3"))
+    tasks["zheng_train->test"] = (f("casi_zheng_sorted_train"), f("casi_zheng_sorted_test"))
+    return tasks
+
+
+def logreg(reference, query, labels_key="cell_type"):
+    genes = shared_genes(reference.var_names, query.var_names)
+    Xr = align_columns(log_cpm(get_counts(reference, what="reference")), reference.var_names, genes)
+    Xq = align_columns(log_cpm(get_counts(query)), query.var_names, genes)
+    clf = LogisticRegression(max_iter=1000)
+    clf.fit(Xr, reference.obs[labels_key].astype(str).to_numpy())
+    P = clf.predict_proba(Xq)
+    return clf.classes_[P.argmax(1)], P.max(1)
+
+
+def score(pred, conf, rejected, truth, ref_classes):
+    truth = np.asarray(truth, dtype=str)
+    pred = np.asarray(pred, dtype=str)
+    seen = np.isin(truth, list(ref_classes))
+    out = {
+        "acc": float(np.mean(pred[seen] == truth[seen])),
+        "macro_f1": float(f1_score(truth[seen], pred[seen], average="macro")),
+        "rej_seen": float(np.mean(rejected[seen])),
+        "lowconf_seen": float(np.mean(conf[seen] < 0.5)),
+    }
+    if (~seen).any():
+        out["rej_unseen"] = float(np.mean(rejected[~seen]))
+        out["lowconf_unseen"] = float(np.mean(conf[~seen] < 0.5))
+        out["conf_unseen"] = float(np.mean(conf[~seen]))
+        out["conf_seen"] = float(np.mean(conf[seen]))
+    return out
+
+
+def run(args) -> pd.DataFrame:
+    tasks = dev_tasks(Path(args.data))
+    names = args.tasks.split(",") if args.tasks else list(tasks)
+    opts = {}
+    for item in args.set or []:
+        k, v = item.split("=", 1)
+        opts[k] = json.loads(v) if v not in ("true", "false") else v == "true"
+    rows = []
+    for name in names:
+        ref_load, q_load = tasks[name]
+        ref, q = ref_load(), q_load()
+        truth = q.obs["cell_type"].astype(str).to_numpy()
+        classes = set(ref.obs["cell_type"].astype(str))
+        if not args.skip_baseline:
+            t0 = time.perf_counter()
+            pred, conf = logreg(ref, q)
+            dt = time.perf_counter() - t0
+            rows.append({"task": name, "tool": "logreg (log-CPM)", **score(pred, conf, conf < 0, truth, classes),
+                         "seconds": dt})
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            res = pybridge.api.compute_scnym(q, ref, seed=seed, device=args.device, verbose=False, **opts)
+            dt = time.perf_counter() - t0
+            rows.append({"task": name, "tool": f"pybridge scNym{' ' + str(opts) if opts else ''}",
+                         **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
+                         "seconds": dt, "seed": seed,
+                         "epochs": res.params["training"]["epochs_trained"]})
+        print(pd.DataFrame(rows[-(args.seeds + (0 if args.skip_baseline else 1)):]).to_string(index=False), flush=True)
+    return pd.DataFrame(rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--set", action="append", help="scNym option key=value (JSON values)")
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--csv", default=None)
+    args = p.parse_args()
+    df = run(args)
+    print("\n=== all tasks ===")
+    print(df.to_string(index=False))
+    print("\n=== mean over tasks ===")
+    print(df.groupby("tool")[["acc", "macro_f1", "seconds"]].mean().to_string())
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+
+
+if __name__ == "__main__":
+    main()
