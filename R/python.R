@@ -48,7 +48,8 @@
 #' `WORKON_HOME`, by default `~/.virtualenvs`).
 #'
 #' @param python Path to a Python executable, or the path of a virtualenv
-#'   directory (its `bin/python` is used).
+#'   directory (its `bin/python` is used). `NULL` (the default) takes the
+#'   Python the lookup order finds, and checks it.
 #' @param check Check now (in a subprocess, without starting Python in R) that
 #'   this Python can import the modules pybridge needs.
 #' @return The path of the Python executable, invisibly.
@@ -58,7 +59,12 @@
 #' use_pybridge("~/.virtualenvs/pybridge/bin/python")
 #' }
 #' @export
-use_pybridge <- function(python, check = TRUE) {
+use_pybridge <- function(python = NULL, check = TRUE) {
+  if (is.null(python)) {
+    found <- .find_python()
+    if (isTRUE(check)) .check_python(found$python, found$source)
+    return(invisible(found$python))
+  }
   python <- .python_executable(python, "use_pybridge(python = )")
   if (isTRUE(check)) .check_python(python, "use_pybridge(python = )")
   if (!is.null(.pybridge$module) && !identical(.pybridge$python, python)) {

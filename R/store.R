@@ -14,7 +14,8 @@
 #                       the assay's feature metadata column "class" (Seurat turns "_" into "-" in
 #                       feature names);
 #               SCE: metadata(x)$pybridge[[<name>]]$probabilities (cells x classes, names verbatim)
-#   parameters  Seurat: command log entry "<Function>.<name>" (Command(x, "RunScNym.scnym"));
+#   parameters  Seurat: command log entry "<Function>.<name>" (Command(x, "RunScNym.scnym"); from
+#                       Python's write_result_rds: "pybridge.write_result_rds.<name>");
 #               SCE: metadata(x)$pybridge[[<name>]]$params
 #
 # Nothing else in the object changes. Results of the same method under the
@@ -127,6 +128,9 @@
          class = "pybridge_input_error")
 }
 
+# Seurat stores command logs under syntactic names
+.command_name <- function(fn, name) make.names(paste0(fn, ".", name))
+
 .embedding_key <- function(name) {
   key <- gsub("[^A-Za-z0-9]", "", name)
   if (!nzchar(key) || grepl("^[0-9]", key)) key <- paste0("PB", key)
@@ -199,7 +203,7 @@
     object[[t$assay]] <- a
   }
   for (old in .seurat_commands_for(object, name)) object[[old]] <- NULL
-  cmd_name <- paste0(fn, ".", name)
+  cmd_name <- .command_name(fn, name)
   params$pybridge_name <- name
   params$pybridge_method <- method
   cmd <- methods::new(methods::getClass("SeuratCommand", where = asNamespace("SeuratObject")),
@@ -237,7 +241,7 @@
 
 # Used by pybridge.r.write_result_rds() (Python hosts R): store a result that
 # Python computed on this object (read with pybridge.r.read_rds()).
-.store_from_python <- function(object, res, name, fn = "pybridge (Python)") {
+.store_from_python <- function(object, res, name, fn = "pybridge.write_result_rds") {
   if (!.is_seurat(object) && !.is_sce(object)) {
     .abort("The .rds file holds ", .class_text(object), ", not a Seurat object or SingleCellExperiment.")
   }

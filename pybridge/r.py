@@ -57,6 +57,7 @@ R_CALLBACK_OPTION = "pybridge.rpy2_callback"
 R_HANDOFF_OPTION = "pybridge.handoff"
 
 _registered = False
+_keepalive: list = []
 
 
 # ============================================================================ requests from R
@@ -485,13 +486,16 @@ def register() -> None:
     if _registered and isinstance(ro.r("getOption")(R_CALLBACK_OPTION), ri.SexpClosure):
         return
     fn = ri.rternalize(_callback)
+    # keep the Python side of the R closure alive: rpy2 holds only a handle, and
+    # R calling a collected handle aborts the process
+    _keepalive.append(fn)
     ro.r("options")(**{R_CALLBACK_OPTION: fn})
     _registered = True
     logger.info("registered the pybridge rpy2 callback in R")
 
 
 def _r_package(ro):
-    ok = ro.r('requireNamespace("pybridge", quietly = TRUE)')[0]
+    ok = ro.r('isTRUE(requireNamespace("pybridge", quietly = TRUE))')[0]
     if not ok:
         root = Path(__file__).resolve().parents[1]
         raise RuntimeError(
@@ -500,11 +504,11 @@ def _r_package(ro):
         )
 
 
-def _r_call(ro, fn: str, *args, **kwargs):
+def _r_call(ro, r_function: str, *args, **kwargs):
     """Call an internal R function of the R package and surface R errors as ValueError."""
     from rpy2.rinterface_lib.embedded import RRuntimeError
 
-    f = ro.r(f"pybridge:::{fn}")
+    f = ro.r(f"pybridge:::{r_function}")
     try:
         return f(*args, **kwargs)
     except RRuntimeError as err:
@@ -531,7 +535,8 @@ def read_rds(path, *, assay: str | None = None):
     return adata
 
 
-def write_result_rds(source_rds, out_rds, result, key_added: str | None = None, *, function: str = "pybridge (Python)"):
+def write_result_rds(source_rds, out_rds, result, key_added: str | None = None, *,
+                     function: str = "pybridge.write_result_rds"):
     """Write ``result`` into the R object saved in ``source_rds`` and save it as ``out_rds``.
 
     Uses the R package's own store code, so the columns, reduction, assay or
@@ -575,7 +580,7 @@ def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels
         else:
             result = compute(query, reference=reference, labels_key=labels_key, seed=seed, device=device,
                              verbose=verbose, **options)
-    write_result_rds(query_rds, out_rds, result, key_added or method, function=f"pybridge.r.annotate_rds({method})")
+    write_result_rds(query_rds, out_rds, result, key_added or method, function="pybridge.annotate_rds")
     return result
 
 
