@@ -7,15 +7,20 @@ __version__ = "0.1.0"
 from . import data, rejection
 from ._settings import settings
 from .api import scnym
+from .api import jind
 from .models import ScNym, ScNymConfig
+from .models import JIND, JINDConfig
 from .result import AnnotationResult, ClusteringResult
 
 __all__ = [
     "AnnotationResult",
     "ClusteringResult",
+    "JIND",
+    "JINDConfig",
     "ScNym",
     "ScNymConfig",
     "data",
+    "jind",
     "rejection",
     "scnym",
     "settings",

@@ -14,6 +14,7 @@ import time
 
 from ._settings import logger
 from .models import ScNym
+from .models.jind import JIND
 
 
 def compute_scnym(
@@ -68,10 +69,64 @@ def scnym(
     return result.to_adata(query, key_added, copy=copy)
 
 
+def compute_jind(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Train JIND on ``reference``, align ``query`` to it (and JIND+ with ``jind_plus=True``); return its AnnotationResult."""
+    t0 = time.perf_counter()
+    model = JIND(seed=seed, device=device, verbose=verbose, **config_overrides)
+    model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer)
+    result = model.predict(query, layer=layer)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    logger.info("jind: annotated %d cells in %.1fs (stage %s)", query.n_obs, time.perf_counter() - t0,
+                result.params["stage"])
+    return result
+
+
+def jind(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    key_added: str = "jind",
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Annotate ``query`` with JIND trained on ``reference`` (the query is aligned to it; JIND+ is opt-in).
+
+    Writes ``obs[key_added]`` (rejected cells ``"Unassigned"``),
+    ``obs[key_added + '_confidence']``, ``obs[key_added + '_raw']`` (label before
+    rejection), ``obsm[key_added + '_probabilities']`` (classes in
+    ``uns[key_added]['classes']``), ``obsm['X_' + key_added]`` (the latent code
+    the classifier sees, aligned where alignment ran) and ``uns[key_added]``.
+    ``config_overrides`` are :class:`pybridge.JINDConfig` options, e.g.
+    ``jind_plus=True``, ``align=False``, ``outlier_fraction=0.1``.
+    Returns the annotated copy when ``copy=True``, else ``None``.
+    """
+    result = compute_jind(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
+                          seed=seed, device=device, verbose=verbose, **config_overrides)
+    return result.to_adata(query, key_added, copy=copy)
+
+
 #: method name -> (kind, compute function, estimator class or None).
 #: kind "annotation": compute(query, reference, **kw); kind "clustering": compute(adata, reference=None, **kw)
 COMPUTE: dict[str, tuple[str, object, type | None]] = {
     "scnym": ("annotation", compute_scnym, ScNym),
+    "jind": ("annotation", compute_jind, JIND),
 }
 
 
