@@ -11,9 +11,55 @@ RunScNym <- function(object, ...) UseMethod("RunScNym")
 #' @export
 RunScNym.default <- function(object, ...) .no_method("RunScNym", object)
 
+#' @rdname RunJIND
+#' @export
+RunJIND <- function(object, ...) UseMethod("RunJIND")
+
+#' @rdname RunJIND
+#' @export
+RunJIND.default <- function(object, ...) .no_method("RunJIND", object)
+
+#' @rdname RunItClust
+#' @export
+RunItClust <- function(object, ...) UseMethod("RunItClust")
+
+#' @rdname RunItClust
+#' @export
+RunItClust.default <- function(object, ...) .no_method("RunItClust", object)
+
+#' @rdname RunCICL
+#' @export
+RunCICL <- function(object, ...) UseMethod("RunCICL")
+
+#' @rdname RunCICL
+#' @export
+RunCICL.default <- function(object, ...) .no_method("RunCICL", object)
+
+#' @rdname RunNMFTransfer
+#' @export
+RunNMFTransfer <- function(object, ...) UseMethod("RunNMFTransfer")
+
+#' @rdname RunNMFTransfer
+#' @export
+RunNMFTransfer.default <- function(object, ...) .no_method("RunNMFTransfer", object)
+
+#' The methods the Python side offers
+#'
+#' @return A data.frame with the method `name`, its `kind` ("annotation" or
+#'   "clustering") and whether it has a reusable model (`trainable`).
+#' @export
+pybridge_methods <- function() {
+  out <- .call_python(list(task = "methods"), verbose = FALSE)
+  data.frame(name = as.character(as.vector(out$name)), kind = as.character(as.vector(out$kind)),
+             trainable = as.logical(as.vector(out$trainable)), stringsAsFactors = FALSE)
+}
+
+.python_names <- list(RunScNym = "scnym", RunJIND = "jind", RunItClust = "itclust", RunCICL = "cicl",
+                      RunNMFTransfer = "nmf_transfer")
+
 .no_method <- function(fn, object) {
   .abort(fn, "() works on a Seurat object or a SingleCellExperiment, not on ", .class_text(object), ". ",
-         "For an AnnData object use the Python package (pybridge.", tolower(sub("^Run", "", fn)), "()).",
+         "For an AnnData object use the Python package (pybridge.", .python_names[[fn]], "()).",
          class = "pybridge_input_error")
 }
 
@@ -77,7 +123,10 @@ RunScNym.default <- function(object, ...) .no_method("RunScNym", object)
   ))
   object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
                           cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose)
-  if (isTRUE(verbose)) {
+  if (isTRUE(verbose) && res$kind == "clustering") {
+    .inform(TRUE, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$cluster_levels), " clusters). Added ",
+            paste(names(.result_columns(res, name)), collapse = ", "), ".", type = "done")
+  } else if (isTRUE(verbose)) {
     n_un <- sum(res$labels == "Unassigned")
     .inform(TRUE, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$classes), " classes, mean score ",
             sprintf("%.2f", mean(res$score)), if (n_un) paste0(", ", n_un, " Unassigned"), "). Added predicted.",
@@ -91,7 +140,7 @@ RunScNym.default <- function(object, ...) .no_method("RunScNym", object)
 # The worker behind clustering Run* functions (reference optional).
 .run_clustering <- function(object, method, fn, reference = NULL, n.clusters = NULL, labels = NULL, assay = NULL,
                             reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
-                            options = list(), call = NULL) {
+                            options = list(), call = NULL, send_labels = TRUE) {
   t0 <- .now()
   .check_common(seed, device, verbose)
   if (!is.null(labels)) .check_labels_arg(labels)
@@ -112,9 +161,11 @@ RunScNym.default <- function(object, ...) .no_method("RunScNym", object)
   }
   .inform(verbose, fn, ": clustering ", length(query$cells), " cells with ", method,
           if (!is.null(ref)) paste0("; reference: ", .describe_reference(ref)), ".")
-  request <- list(task = "cluster", method = method, labels_key = labels, seed = as.integer(seed), device = device,
+  request <- list(task = "cluster", method = method, seed = as.integer(seed), device = device,
                   verbose = isTRUE(verbose), options = options,
                   n_clusters = if (is.null(n.clusters)) NULL else as.integer(n.clusters))
+  # labels = NULL is sent as None (e.g. NMF transfer then clusters the reference itself)
+  if (isTRUE(send_labels)) request["labels_key"] <- list(labels)
   t_extract <- .now() - t0
   out <- .call_python(request, query = query, reference = ref, verbose = verbose)
   res <- .normalize_result(out)
@@ -127,8 +178,7 @@ RunScNym.default <- function(object, ...) .no_method("RunScNym", object)
   object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
                           cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose)
   .inform(verbose, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$cluster_levels), " clusters). Added ",
-          name, ".clusters, ", name, ".clusters.score", if (!is.null(res$cell_types)) paste0(", predicted.", name),
-          ".", type = "done")
+          paste(names(.result_columns(res, name)), collapse = ", "), ".", type = "done")
   object
 }
 

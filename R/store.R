@@ -52,6 +52,7 @@
     res$cluster_levels <- as.character(vec(out$cluster_levels))
     res$cell_types <- if (is.null(out$cell_types)) NULL else as.character(vec(out$cell_types))
     res$cluster_map <- if (is.null(out$cluster_map_json)) list() else jsonlite::fromJSON(out$cluster_map_json)
+    res$extra <- lapply(out$extra, function(x) as.vector(x))
   } else {
     .abort("internal: unknown result kind '", res$kind, "'.")
   }
@@ -95,10 +96,10 @@
 }
 
 # Which of the result's names are already taken in `object`.
-.taken <- function(object, name, kind) {
+.taken <- function(object, name, kind, extra = character()) {
   t <- .targets(name, kind)
   meta_cols <- colnames(.metadata(object))
-  taken <- intersect(t$columns, meta_cols)
+  taken <- intersect(unique(c(t$columns, extra)), meta_cols)
   if (.is_seurat(object)) {
     if (t$assay %in% .seurat_fun("Assays")(object)) taken <- c(taken, paste0("assay '", t$assay, "'"))
     if (t$reduction %in% .seurat_fun("Reductions")(object)) taken <- c(taken, paste0("reduction '", t$reduction, "'"))
@@ -111,11 +112,11 @@
 }
 
 # Called before computing, so that a name clash fails fast, and again before storing.
-.check_target <- function(object, name, method, kind, verbose = FALSE) {
+.check_target <- function(object, name, method, kind, verbose = FALSE, extra = character()) {
   if (!is.character(name) || length(name) != 1L || is.na(name) || !nzchar(name)) {
     .abort("`name` must be one non-empty string (it names the output columns).", class = "pybridge_input_error")
   }
-  taken <- .taken(object, name, kind)
+  taken <- .taken(object, name, kind, extra)
   if (!length(taken)) return(invisible(FALSE))
   prev <- .previous_writer(object, name)
   if (identical(prev, method)) {
@@ -142,9 +143,9 @@
   if (!identical(res$cells, cells)) {
     .abort("internal: the result's cells are not the object's cells in the same order.")
   }
-  replace <- .check_target(object, name, method, res$kind, verbose = FALSE)
-  if (isTRUE(replace)) object <- .drop_columns(object, .targets(name, res$kind)$columns)
   cols <- .result_columns(res, name)
+  replace <- .check_target(object, name, method, res$kind, verbose = FALSE, extra = names(cols))
+  if (isTRUE(replace)) object <- .drop_columns(object, unique(c(.targets(name, res$kind)$columns, names(cols))))
   if (.is_seurat(object)) {
     .store_seurat(object, res, cols, name, method, fn, assay, params, call_string)
   } else {
@@ -167,8 +168,16 @@
     if (!is.null(res$cell_types)) {
       cols[[paste0("predicted.", name)]] <- factor(res$cell_types, levels = sort(unique(res$cell_types)))
     }
+    for (field in names(res$extra)) cols[[.extra_column(name, field)]] <- res$extra[[field]]
   }
   cols
+}
+
+# Extra per-cell outputs of a clustering method: the mapped type before flagging
+# is predicted.<name>.raw (as for classifiers), anything else <name>.<field>.
+.extra_column <- function(name, field) {
+  if (field == "raw_cell_types") return(paste0("predicted.", name, ".raw"))
+  paste0(name, ".", gsub("_", ".", field, fixed = TRUE))
 }
 
 .drop_columns <- function(object, columns) {

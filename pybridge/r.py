@@ -230,6 +230,12 @@ def _dispatch(request: dict) -> dict:
     from .api import get_method
 
     task = str(request.get("task", "annotate"))
+    if task == "methods":
+        from .api import COMPUTE
+
+        names = sorted(COMPUTE)
+        return {"name": np.asarray(names, dtype=str), "kind": np.asarray([COMPUTE[n][0] for n in names], dtype=str),
+                "trainable": np.asarray([COMPUTE[n][2] is not None for n in names], dtype=bool)}
     method = str(request["method"])
     kind, compute, est_cls = get_method(method)
     options = coerce_options(request.get("options"), est_cls)
@@ -289,7 +295,7 @@ def _dispatch(request: dict) -> dict:
         if isinstance(reference, tuple):
             raise ValueError(f"{method!r} does not take a saved model as reference.")
         kw = dict(options)
-        if labels_key is not None:
+        if "labels_key" in request:  # sent only to methods that take labels; None is meaningful
             kw["labels_key"] = labels_key
         n_clusters = request.get("n_clusters")
         result = compute(query, reference=reference, n_clusters=None if n_clusters is None else int(n_clusters),
@@ -342,6 +348,16 @@ def result_to_dict(result) -> dict:
         }
     if isinstance(result, ClusteringResult):
         clusters = np.asarray(result.clusters).astype(str)
+        # per-cell fields a method adds in a ClusteringResult subclass (e.g. ItClust's cell_score)
+        base = {f.name for f in dataclasses.fields(ClusteringResult)}
+        extra = {}
+        for f in dataclasses.fields(result):
+            v = getattr(result, f.name)
+            if f.name in base or v is None:
+                continue
+            arr = np.asarray(v)
+            if arr.ndim == 1 and len(arr) == len(cells):
+                extra[f.name] = arr.astype(str) if arr.dtype.kind in "USO" else arr.astype(np.float64)
         return {
             "kind": "clustering",
             "method": result.method,
@@ -353,6 +369,7 @@ def result_to_dict(result) -> dict:
             "probabilities": None if result.probabilities is None else np.asarray(result.probabilities, dtype=np.float64),
             "embedding": emb,
             "cluster_map_json": _to_json({str(k): str(v) for k, v in (result.cluster_map or {}).items()}),
+            "extra": extra or None,
             "params_json": _to_json(result.params),
         }
     raise TypeError(f"internal: cannot send a {type(result).__name__} to R.")

@@ -1,0 +1,30 @@
+#' Transfer clustering with NMF (TransferCluster)
+#'
+#' Clusters the cells of `object` by NMF transfer from a reference (Mieth et
+#' al. 2019): the reference's NMF dictionary is transferred to the target and
+#' the cells are clustered with an SC3-style consensus. Without a reference it
+#' clusters `object` alone. Uses the same machinery as [RunScNym()]. Written:
+#' `<name>.clusters`, `<name>.clusters.score`, `predicted.<name>` (the matched
+#' reference type, with reference labels), the embedding, the soft assignments
+#' and the parameters (selected theta, cluster-to-type map).
+#'
+#' @inheritParams RunScNym
+#' @param reference Optional labelled reference (Seurat, SCE, `.h5ad` or `.rds`).
+#' @param labels The reference's label column; `NULL` clusters the reference by NMF instead.
+#' @param n.clusters Number of clusters; `NULL` uses SC3's estimate.
+#' @param ... NMF transfer options (see `pybridge.NMFTransferConfig` in Python).
+#' @return `object` with the results added.
+#' @rdname RunNMFTransfer
+#' @export
+RunNMFTransfer.Seurat <- function(object, reference = NULL, labels = "cell_type", n.clusters = NULL, assay = NULL,
+                                  name = "nmf_transfer", seed = 0, device = "auto", verbose = TRUE,
+                                  reference.assay = NULL, ...) {
+  .run_clustering(object, method = "nmf_transfer", fn = "RunNMFTransfer", reference = reference,
+                  n.clusters = n.clusters, labels = labels, assay = assay, reference.assay = reference.assay,
+                  name = name, seed = seed, device = device, verbose = verbose, options = list(...),
+                  call = sys.call())
+}
+
+#' @rdname RunNMFTransfer
+#' @export
+RunNMFTransfer.SingleCellExperiment <- RunNMFTransfer.Seurat

@@ -1,0 +1,71 @@
+# The thin wrappers for the other methods share RunScNym's worker; these check
+# what each writes (tiny configurations: properties, not accuracy, which the
+# Python tests of each method cover).
+
+method_available <- function(name) {
+  skip_if_no_python()
+  methods <- run_once("methods", pybridge_methods())
+  if (!name %in% methods$name) skip(paste0(name, " is not registered in the Python package"))
+}
+
+only_added <- function(out, before, added) {
+  expect_identical(setdiff(colnames(out[[]]), colnames(before[[]])), added)
+  expect_identical(out[[]][colnames(before[[]])], before[[]])
+}
+
+test_that("pybridge_methods() lists the registry with kinds", {
+  skip_if_no_python()
+  m <- run_once("methods", pybridge_methods())
+  expect_true("scnym" %in% m$name)
+  expect_identical(m$kind[m$name == "scnym"], "annotation")
+  expect_type(m$trainable, "logical")
+})
+
+test_that("RunJIND writes labels with rejection, scores and the raw label", {
+  method_available("jind")
+  out <- RunJIND(seu_query, seu_ref, n_epochs = 3, gan_epochs = 1, device = "cpu", verbose = FALSE)
+  only_added(out, seu_query, c("predicted.jind", "predicted.jind.score", "predicted.jind.raw"))
+  expect_identical(levels(out$predicted.jind), c(ref_classes, "Unassigned"))
+  expect_true(all(out$predicted.jind.score >= 0 & out$predicted.jind.score <= 1))
+  kept <- out$predicted.jind != "Unassigned"
+  expect_identical(as.character(out$predicted.jind[kept]), as.character(out$predicted.jind.raw[kept]))
+  expect_identical(Command(out, "RunJIND.jind")@params$method, "jind")
+  expect_true("prediction.score.jind" %in% SeuratObject::Assays(out))
+})
+
+test_that("RunItClust writes clusters, their types and per-cell scores (SCE)", {
+  method_available("itclust")
+  out <- RunItClust(sce_query, sce_ref, layerwise_epochs = 6, pretrain_epochs = 12, source_epochs = 20,
+                    maxiter = 20, device = "cpu", verbose = FALSE)
+  added <- setdiff(colnames(colData(out)), colnames(colData(sce_query)))
+  expect_true(all(c("itclust.clusters", "itclust.clusters.score", "predicted.itclust") %in% added))
+  expect_s3_class(out$itclust.clusters, "factor")
+  expect_true(all(out$itclust.clusters.score >= 0 & out$itclust.clusters.score <= 1))
+  expect_true(all(as.character(out$predicted.itclust) %in% c(ref_classes, "Unassigned")))
+  rec <- S4Vectors::metadata(out)$pybridge$itclust
+  expect_identical(rec$kind, "clustering")
+  # every cluster maps to one type, as the stored cluster map says
+  map <- unlist(rec$cluster_map)
+  mapped <- if ("predicted.itclust.raw" %in% added) out$predicted.itclust.raw else out$predicted.itclust
+  expect_identical(unname(map[as.character(out$itclust.clusters)]), as.character(mapped))
+  expect_identical(nrow(rec$probabilities), ncol(out))
+})
+
+test_that("RunCICL clusters without a reference", {
+  method_available("cicl")
+  out <- RunCICL(seu_query, n.clusters = 4, n_epochs = 3, device = "cpu", verbose = FALSE)
+  only_added(out, seu_query, c("cicl.clusters", "cicl.clusters.score"))
+  expect_identical(nlevels(out$cicl.clusters), 4L)
+  expect_true(all(out$cicl.clusters.score >= 0 & out$cicl.clusters.score <= 1))
+  expect_identical(dim(Embeddings(out, "cicl"))[1], ncol(out))
+  expect_error(RunCICL(matrix(1)), "not on an object of class 'matrix/array'")
+})
+
+test_that("RunNMFTransfer clusters with a labelled reference and maps clusters to its types", {
+  method_available("nmf_transfer")
+  out <- suppressWarnings(RunNMFTransfer(seu_query, seu_ref, n.clusters = 5, thetas = 0.5, device = "cpu",
+                                         verbose = FALSE))
+  only_added(out, seu_query, c("nmf_transfer.clusters", "nmf_transfer.clusters.score", "predicted.nmf_transfer"))
+  expect_identical(nlevels(droplevels(out$nmf_transfer.clusters)), 5L)
+  expect_true(all(as.character(out$predicted.nmf_transfer) %in% c(ref_classes, "Unassigned")))
+})
