@@ -254,7 +254,7 @@ def test_save_load_predict_reproduces_clusters(fitted, small, tmp_path):
     "variant",
     [
         dict(attention="batch"),
-        dict(pseudo_labels="once"),
+        dict(pseudo_labels="batch"),
         dict(instance_loss="infonce", cluster_loss="fne"),
         dict(augmentation="code"),
         dict(lam=0.0),
@@ -345,7 +345,7 @@ def test_estimated_k_on_cellbench_five_cell_lines(cellbench):
 
 @pytest.mark.slow
 def test_cellbench_accuracy_paper_network(cellbench):
-    """Paper-sized network (4 layers, 500 HVGs), 10 epochs: ARI on the 5 cell lines (measured 0.94)."""
+    """Paper-sized network (4 layers, 500 HVGs), 10 epochs: ARI on the 5 cell lines (measured 0.93)."""
     y = cellbench.obs["cell_type"].astype(str).to_numpy()
     res = compute_cicl(cellbench, n_clusters=5, seed=0, device="cpu", verbose=False, n_epochs=10)
     assert res.embedding.shape == (cellbench.n_obs, 500)
