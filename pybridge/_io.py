@@ -50,8 +50,8 @@ def save_model(path, method: str, tensors: dict[str, torch.Tensor], meta: dict) 
     return path
 
 
-def load_model(path, method: str | None = None, device: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """Read a model directory written by :func:`save_model`; returns (tensors, metadata)."""
+def read_meta(path, method: str | None = None) -> dict:
+    """Validate a model directory and return its JSON metadata (no weights are read)."""
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a pybridge model directory (it does not exist or is not a folder).")
@@ -82,6 +82,13 @@ def load_model(path, method: str | None = None, device: str | torch.device = "cp
             f"{str(path)!r} holds a {meta.get('method')!r} model, not {method!r}; "
             f"load it with the matching estimator."
         )
+    return meta
+
+
+def load_model(path, method: str | None = None, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Read a model directory written by :func:`save_model`; returns (tensors, metadata)."""
+    meta = read_meta(path, method)
+    weights = Path(path) / WEIGHTS
     try:
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:

@@ -176,9 +176,9 @@ def _run(args) -> None:
         model.save(args.out)
         logger.info("saved %s model to %s", args.method, args.out)
     elif args.command == "predict":
-        from ._io import load_model
+        from ._io import read_meta
 
-        _, meta = load_model(args.model)
+        meta = read_meta(args.model)
         est_cls = _estimator(meta["method"])
         model = est_cls.load(args.model, device=args.device, verbose=verbose, **options)
         query = read_input(args.query, "query")

@@ -16,6 +16,7 @@ clustering: ``obs[key]`` (categorical cluster id), ``obs[key_confidence]``,
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,22 @@ def h5ad_safe(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return "nan"
     return obj
+
+
+def check_key(adata, key: str, method: str, *, warn: bool = True) -> None:
+    """Refuse to overwrite an ``obs`` column that pybridge's ``method`` did not write; warn when replacing its own."""
+    if key not in adata.obs.columns:
+        return
+    prev = adata.uns.get(key)
+    prev_method = prev.get("method") if isinstance(prev, dict) else None
+    if prev_method != method:
+        origin = f"pybridge {prev_method}" if prev_method else "something other than pybridge"
+        raise ValueError(
+            f"obs[{key!r}] already exists and was written by {origin}; pass another key_added "
+            f"(e.g. key_added={method + '_2'!r}) or delete the column first."
+        )
+    if warn:
+        warnings.warn(f"Replacing the previous {method} output stored under key {key!r}.", UserWarning, stacklevel=3)
 
 
 def _check_obs_names(adata, obs_names: pd.Index) -> None:
@@ -79,6 +96,7 @@ class AnnotationResult:
         """Write into ``adata`` (or a copy, returned when ``copy=True``)."""
         key = key_added or self.method
         _check_obs_names(adata, self.obs_names)
+        check_key(adata, key, self.method)
         if copy:
             adata = adata.copy()
         categories = list(self.classes) + ([UNASSIGNED] if self.rejection and UNASSIGNED not in self.classes else [])
@@ -86,6 +104,8 @@ class AnnotationResult:
         adata.obs[f"{key}_confidence"] = np.asarray(self.confidence, dtype=np.float64)
         if self.rejection:
             adata.obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
+        elif f"{key}_raw" in adata.obs.columns and key in adata.uns:  # stale output of an earlier run
+            del adata.obs[f"{key}_raw"]
         adata.obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
         if self.embedding is not None:
             adata.obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
@@ -119,6 +139,7 @@ class ClusteringResult:
     def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
         key = key_added or self.method
         _check_obs_names(adata, self.obs_names)
+        check_key(adata, key, self.method)
         if copy:
             adata = adata.copy()
         clusters = np.asarray(self.clusters).astype(str)

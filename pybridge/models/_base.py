@@ -134,7 +134,8 @@ class BaseAnnotator:
             "gene_overlap": overlap,
             "timings": {**self.fit_info_.get("timings", {}), "predict_s": float(predict_seconds)},
             "training": {k: v for k, v in self.fit_info_.items() if k != "timings"},
-            "thresholds": dict(zip(self.classes_, map(float, self.thresholds_))) if self.thresholds_ is not None else None,
+            # a list aligned with the classes: class names may hold '/' and cannot be .h5ad keys
+            "thresholds": None if self.thresholds_ is None else [float(t) for t in self.thresholds_],
             "version": _version(),
         }
         return AnnotationResult(

@@ -1,0 +1,231 @@
+"""scNym: invariants, determinism, persistence, gene alignment, real-data accuracy and discovery mode."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pybridge
+from pybridge.models.scnym import ScNymNet, grad_reverse, mask_genes, ramp_weight, sharpen
+from pybridge.rejection import UNASSIGNED
+
+from conftest import accuracy, load
+
+FAST = dict(n_epochs=12, min_epochs=4, patience=5, verbose=False)
+
+
+@pytest.fixture()
+def fitted(panc8_pair):
+    ref, q = panc8_pair
+    model = pybridge.ScNym(seed=3, **FAST).fit(ref, query=q)
+    return model, ref, q
+
+
+# ------------------------------------------------------------------ building blocks
+def test_architecture_matches_paper():
+    net = ScNymNet(100, 7)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(100, 256), (256, 256), (256, 256), (256, 7)]
+    block = net.blocks[0]
+    assert [type(m).__name__ for m in block] == ["Linear", "BatchNorm1d", "Dropout", "ReLU"]
+    assert block[2].p == 0.5
+    # layers are independent (the reference code shares weights between repeated blocks)
+    assert net.blocks[1][0].weight.data_ptr() != net.blocks[2][0].weight.data_ptr()
+
+
+def test_ramps_and_sharpening():
+    assert ramp_weight(0, 1.0, 100, "linear") == 0.0
+    assert ramp_weight(100, 1.0, 100, "sigmoid") == 1.0
+    assert ramp_weight(0, 0.1, 20, "sigmoid") == pytest.approx(0.1 * np.exp(-5))
+    w = [ramp_weight(t, 1.0, 100, "sigmoid") for t in range(0, 101, 10)]
+    assert all(a < b for a, b in zip(w, w[1:]))
+    p = torch.tensor([[0.6, 0.3, 0.1]])
+    s = sharpen(p, 0.5)
+    assert torch.allclose(s, p**2 / (p**2).sum())
+    assert s[0, 0] > p[0, 0]
+
+
+def test_gradient_reversal_scales_and_flips():
+    x = torch.ones(3, requires_grad=True)
+    grad_reverse(x, 0.1).sum().backward()
+    assert torch.allclose(x.grad, torch.full((3,), -0.1))
+
+
+def test_gene_masking_renormalises_to_cpm():
+    g = torch.Generator().manual_seed(0)
+    x = torch.log1p(torch.rand(50, 200) * 1e4)
+    m = mask_genes(x, 0.1, g)
+    cpm = torch.expm1(m).sum(1)
+    assert torch.allclose(cpm, torch.full((50,), 1e6), rtol=1e-3)
+    zero_frac = ((m == 0) & (x > 0)).float().mean().item()
+    assert 0.07 < zero_frac < 0.13
+
+
+# --------------------------------------------------------------------- invariants
+def test_outputs_are_consistent(fitted):
+    model, _, q = fitted
+    res = model.predict(q)
+    P = res.probabilities
+    assert P.shape == (q.n_obs, len(model.classes_))
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(res.confidence, P.max(1))
+    assert set(res.labels) <= set(model.classes_) | {UNASSIGNED}
+    assert res.embedding.shape == (q.n_obs, 256)
+    pybridge.AnnotationResult  # public
+    res.to_adata(q, "scnym")
+    assert q.obs["scnym"].dtype.name == "category"
+    assert list(q.uns["scnym"]["classes"]) == model.classes_
+    assert q.obsm["scnym_probabilities"].shape == P.shape
+    assert "X_scnym" in q.obsm and "n_shared" in q.uns["scnym"]["gene_overlap"]
+
+
+def test_same_seed_same_labels_and_different_seed_differs(panc8_pair):
+    ref, q = panc8_pair
+    a = pybridge.api.compute_scnym(q, ref, seed=1, **FAST)
+    b = pybridge.api.compute_scnym(q, ref, seed=1, **FAST)
+    c = pybridge.api.compute_scnym(q, ref, seed=2, **FAST)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    assert not np.array_equal(a.probabilities, c.probabilities)
+
+
+def test_save_load_predict_identical(fitted, tmp_path):
+    model, _, q = fitted
+    before = model.predict(q)
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors", "pybridge.json"]
+    loaded = pybridge.ScNym.load(tmp_path / "m", device="cpu")
+    after = loaded.predict(q)
+    np.testing.assert_array_equal(before.labels, after.labels)
+    np.testing.assert_allclose(before.probabilities, after.probabilities, rtol=0, atol=1e-7)
+    # prediction-time options can change on load
+    strict = pybridge.ScNym.load(tmp_path / "m", reject=True, outlier_fraction=0.2)
+    assert strict.predict(q).rejected.sum() >= before.rejected.sum()
+
+
+def test_query_gene_order_and_missing_genes(fitted):
+    model, _, q = fitted
+    base = model.predict(q)
+    rng = np.random.default_rng(0)
+    shuffled = q[:, rng.permutation(q.n_vars)].copy()
+    np.testing.assert_allclose(model.predict(shuffled).probabilities, base.probabilities, atol=1e-6)
+    # drop 10% of the genes: still predicts, reports the overlap, mostly the same labels
+    keep = rng.permutation(q.n_vars)[: int(0.9 * q.n_vars)]
+    sub = model.predict(q[:, keep].copy())
+    assert sub.params["gene_overlap"]["n_shared"] == len(set(q.var_names[keep]) & set(model.genes_))
+    assert np.mean(sub.labels == base.labels) > 0.8
+    # below 80% overlap it warns
+    with pytest.warns(UserWarning, match="model genes"):
+        model.predict(q[:, keep[: int(0.7 * q.n_vars)]].copy())
+
+
+def test_multi_domain_training(panc8):
+    # three reference technologies and two query technologies, each its own domain
+    ref = panc8[panc8.obs["batch"].isin(["celseq", "celseq2", "smartseq2"])].copy()
+    q = panc8[panc8.obs["batch"].isin(["indrop", "fluidigmc1"])].copy()
+    model = pybridge.ScNym(seed=0, n_epochs=60, min_epochs=10, verbose=False).fit(ref, query=q, domain_key="batch")
+    assert model.domains_ == ["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"] or \
+        sorted(model.domains_) == sorted(["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"])
+    assert model.adversary_.net[-1].out_features == 5
+    assert model.fit_info_["adversarial"]
+    res = model.predict(q)
+    assert accuracy(res.labels, q.obs["cell_type"]) > 0.8
+
+
+def test_query_smaller_than_a_batch_trains(panc8_pair):
+    ref, q = panc8_pair
+    small = q[:37].copy()  # 37 query cells, batch size 256
+    model = pybridge.ScNym(seed=0, n_epochs=6, min_epochs=2, verbose=False).fit(ref[:150].copy(), query=small)
+    assert model.fit_info_["epochs_trained"] == 6
+    assert len(model.predict(small).labels) == 37
+    # a single query cell works too
+    one = q[:1].copy()
+    res = pybridge.api.compute_scnym(one, ref, seed=0, n_epochs=3, min_epochs=1, verbose=False)
+    assert res.labels.shape == (1,)
+
+
+def test_rejection_thresholds(fitted):
+    model, _, q = fitted
+    assert model.thresholds_.shape == (len(model.classes_),)
+    model_rej = pybridge.ScNym(seed=3, reject=True, outlier_fraction=0.3, **FAST)
+    model_rej.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    res = model_rej.predict(q)
+    assert res.rejected.any()
+    low = res.confidence < model.thresholds_[res.probabilities.argmax(1)]
+    np.testing.assert_array_equal(res.rejected, low)
+    assert set(res.raw_labels) <= set(model.classes_)
+
+
+def test_integrated_gradients(fitted):
+    model, _, q = fitted
+    sal = model.integrated_gradients(q, "acinar", n_steps=20, max_cells=50)
+    assert isinstance(sal, pd.Series) and len(sal) == len(model.genes_)
+    # the classic acinar markers rank among the most salient genes
+    top = set(sal.index[:100])
+    assert top & {"PRSS1", "CPA1", "CELA3A", "CTRB2", "PNLIP", "REG1A", "CPB1", "CLPS", "CTRB1"}
+
+
+# -------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda r, q: r.obs.drop(columns="cell_type", inplace=True), "labels_key='cell_type' is not a column"),
+        (lambda r, q: r.obs.__setitem__("cell_type", "beta"), "single class"),
+        (lambda r, q: setattr(q, "var_names", [f"x{i}" for i in range(q.n_vars)]), "shares only 0"),
+        (lambda r, q: r.X.data.__setitem__(0, np.nan), "NaN or infinite"),
+        (lambda r, q: q.X.data.__setitem__(0, -1.0), "negative values"),
+        (lambda r, q: setattr(r, "var_names", ["G"] + list(r.var_names[1:-1]) + ["G"]), "duplicated gene names"),
+        (lambda r, q: setattr(q, "obs_names", ["c"] * q.n_obs), "duplicated cell names"),
+    ],
+)
+def test_bad_input_raises_clear_error(panc8_pair, mutate, match):
+    ref, q = panc8_pair
+    mutate(ref, q)
+    with pytest.raises(ValueError, match=match):
+        pybridge.scnym(q, ref, **FAST)
+
+
+def test_empty_query_and_unknown_option(panc8_pair):
+    ref, q = panc8_pair
+    with pytest.raises(ValueError, match="no cells"):
+        pybridge.scnym(q[:0].copy(), ref, **FAST)
+    with pytest.raises(TypeError, match="Unknown ScNymConfig option"):
+        pybridge.scnym(q, ref, n_epoch=3)
+    with pytest.raises(ValueError, match="CUDA"):
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+        pybridge.scnym(q, ref, device="cuda")
+
+
+def test_input_object_unchanged_on_error(panc8_pair):
+    ref, q = panc8_pair
+    before = q.obs.copy()
+    with pytest.raises(ValueError):
+        pybridge.scnym(q, ref, labels_key="nope", **FAST)
+    pd.testing.assert_frame_equal(q.obs, before)
+    assert not q.obsm and "scnym" not in q.uns
+
+
+# ------------------------------------------------------------------ real-data accuracy
+@pytest.mark.slow
+@pytest.mark.parametrize("tech, floor", [("celseq", 0.88), ("indrop", 0.88), ("smartseq2", 0.9)])
+def test_panc8_leave_one_technology_out(panc8, tech, floor):
+    q = panc8[panc8.obs["batch"] == tech].copy()
+    ref = panc8[panc8.obs["batch"] != tech].copy()
+    pybridge.scnym(q, ref, seed=0, verbose=False)
+    assert accuracy(q.obs["scnym"], q.obs["cell_type"]) >= floor
+
+
+@pytest.mark.slow
+def test_cellbench_ensembl_ids():
+    ref, q = load("cellbench_sc_celseq2"), load("cellbench_sc_dropseq")
+    pybridge.scnym(q, ref, seed=0, verbose=False)
+    assert accuracy(q.obs["scnym"], q.obs["cell_type"]) >= 0.95
+
+
+@pytest.mark.slow
+def test_baron_mouse_donors():
+    ref, q = load("baron_mouse1"), load("baron_mouse2")
+    pybridge.scnym(q, ref, seed=0, verbose=False)
+    assert accuracy(q.obs["scnym"], q.obs["cell_type"]) >= 0.9
