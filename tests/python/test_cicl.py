@@ -350,3 +350,38 @@ def test_cellbench_accuracy_paper_network(cellbench):
     res = compute_cicl(cellbench, n_clusters=5, seed=0, device="cpu", verbose=False, n_epochs=10)
     assert res.embedding.shape == (cellbench.n_obs, 500)
     assert adjusted_rand_score(y, res.clusters) >= 0.85
+
+
+# ----------------------------------------------------------------------------- R parity
+@pytest.mark.r
+def test_runcicl_through_rpy2_matches_python(small):
+    """RunCICL on a Seurat object (Python hosts R via rpy2) gives the clusters, scores and embedding of compute_cicl."""
+    try:
+        import anndata2ri
+        import rpy2.robjects as ro
+        from rpy2.robjects.conversion import localconverter
+    except Exception as err:  # ImportError, or R not found by rpy2
+        pytest.skip(f"rpy2/anndata2ri/R not available: {err}")
+    for pkg in ("pybridge", "SeuratObject", "SingleCellExperiment"):
+        if not ro.r(f'isTRUE(requireNamespace("{pkg}", quietly = TRUE))')[0]:
+            pytest.skip(f"R package {pkg} not installed")
+    import pybridge.r as pr
+
+    pr.register()
+    a = ad.AnnData(small.X.copy(), obs=small.obs[["cell_type"]].copy(), var=pd.DataFrame(index=small.var_names))
+    with localconverter(anndata2ri.converter):
+        ro.globalenv["cicl_sce"] = a
+    opts = {k: v for k, v in SMALL.items() if k not in ("verbose", "device")}
+    r_opts = ", ".join(f"{k} = {v}" for k, v in opts.items())
+    ro.r(
+        f"""
+        suppressPackageStartupMessages({{library(pybridge); library(SeuratObject); library(SingleCellExperiment)}})
+        cicl_seu <- CreateSeuratObject(counts = as(assay(cicl_sce, "X"), "CsparseMatrix"),
+                                       meta.data = as.data.frame(colData(cicl_sce)))
+        cicl_out <- RunCICL(cicl_seu, n.clusters = 5, seed = 0, device = "cpu", verbose = FALSE, {r_opts})
+        """
+    )
+    res = compute_cicl(small, n_clusters=5, seed=0, **SMALL)
+    assert list(ro.r("as.character(cicl_out$cicl.clusters)")) == res.clusters.astype(str).tolist()
+    np.testing.assert_allclose(np.asarray(ro.r("as.numeric(cicl_out$cicl.clusters.score)")), res.confidence, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ro.r('Embeddings(cicl_out, "cicl")')), res.embedding, atol=1e-5)
