@@ -40,6 +40,7 @@ import math
 import sys
 import time
 import traceback
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -131,8 +132,8 @@ def _dataset(p, what: str):
     raise ValueError(f"internal: unknown {what} kind {kind!r}.")
 
 
-def _field_types(est_cls) -> dict[str, type]:
-    """Field name -> python type of the estimator's config dataclass (string annotations resolved)."""
+def _field_types(est_cls) -> dict[str, tuple[type, type | None]]:
+    """Field name -> (python type, element type for tuple/list fields) of the estimator's config dataclass."""
     cfg = getattr(est_cls, "config_cls", None)
     if cfg is None or not dataclasses.is_dataclass(cfg):
         return {}
@@ -142,12 +143,22 @@ def _field_types(est_cls) -> dict[str, type]:
         hints = {f.name: f.type for f in dataclasses.fields(cfg)}
     out = {}
     for name, tp in hints.items():
-        base = typing.get_origin(tp) or tp
-        if base is typing.Union:  # Optional[int] etc.
+        if (typing.get_origin(tp) or tp) in (typing.Union, types.UnionType):  # Optional[int], int | None, ...
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            base = args[0] if len(args) == 1 else object
-        out[name] = base if isinstance(base, type) else object
+            tp = args[0] if len(args) == 1 else object
+        base = typing.get_origin(tp) or tp
+        elem = None
+        if base in (tuple, list):
+            args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+            elem = args[0] if len(args) == 1 and isinstance(args[0], type) else None
+        out[name] = (base if isinstance(base, type) else object, elem)
     return out
+
+
+def _whole_to_int(value):
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return value
 
 
 def coerce_options(options: dict | None, est_cls=None) -> dict:
@@ -155,10 +166,11 @@ def coerce_options(options: dict | None, est_cls=None) -> dict:
 
     R names use ``.`` where Python uses ``_`` (``n.epochs`` -> ``n_epochs``). R
     has no integer literals in everyday use (``15`` is a double), so a whole
-    number becomes an ``int`` where the method's config declares an int field,
-    and also when the config is unknown; a float field keeps floats.
+    number becomes an ``int`` where the method's config declares an int field
+    (or int elements of a tuple field), and also when the config is unknown; a
+    float field keeps floats. Vectors become tuples where the field is a tuple.
     """
-    types = _field_types(est_cls) if est_cls is not None else {}
+    types_ = _field_types(est_cls) if est_cls is not None else {}
     if not isinstance(options, dict):  # an empty R list arrives as []
         if options:
             raise ValueError("Method options must be named (e.g. n_epochs = 50).")
@@ -170,12 +182,14 @@ def coerce_options(options: dict | None, est_cls=None) -> dict:
             value = value.tolist()
         if isinstance(value, np.generic):
             value = value.item()
-        tp = types.get(name)
-        if isinstance(value, float) and math.isfinite(value) and value == int(value) and tp is not float:
-            if tp is int or tp is None or tp is object:
-                value = int(value)
-        if isinstance(value, list) and tp in (tuple,):
-            value = tuple(value)
+        tp, elem = types_.get(name, (None, None))
+        if tp in (int, None, object):
+            value = _whole_to_int(value)
+        if tp in (tuple, list):
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            if elem is int:
+                items = [_whole_to_int(v) for v in items]
+            value = tuple(items) if tp is tuple else items
         out[name] = value
     return out
 
@@ -236,6 +250,8 @@ def _dispatch(request: dict) -> dict:
         names = sorted(COMPUTE)
         return {"name": np.asarray(names, dtype=str), "kind": np.asarray([COMPUTE[n][0] for n in names], dtype=str),
                 "trainable": np.asarray([COMPUTE[n][2] is not None for n in names], dtype=bool)}
+    if task == "echo":
+        return _echo(request)
     method = str(request["method"])
     kind, compute, est_cls = get_method(method)
     options = coerce_options(request.get("options"), est_cls)
@@ -305,6 +321,24 @@ def _dispatch(request: dict) -> dict:
     out = result_to_dict(result)
     out["read_s"] = read_s
     return out
+
+
+def _echo(request: dict) -> dict:
+    """The bridge without a model (for benchmarks/bench_r_overhead.py): read the datasets R sent and answer
+    with a result of the real shapes (uniform probabilities over the reference's classes, a zero embedding)."""
+    query = _dataset(request.get("query"), "query")
+    reference = _dataset(request.get("reference"), "reference")
+    classes = ["a", "b"]
+    if reference is not None and not isinstance(reference, tuple) and request.get("labels_key") in reference.obs:
+        classes = sorted(pd.unique(reference.obs[request["labels_key"]].astype(str)).tolist())
+    n, k = query.n_obs, len(classes)
+    probs = np.full((n, k), 1.0 / k)
+    labels = np.asarray([classes[0]] * n, dtype=object)
+    n_dims = int((request.get("options") or {}).get("n_dims", 256)) if isinstance(request.get("options"), dict) else 256
+    result = AnnotationResult(obs_names=query.obs_names, classes=classes, probabilities=probs, labels=labels,
+                              raw_labels=labels, confidence=probs.max(axis=1), embedding=np.zeros((n, n_dims)),
+                              method="echo", params={"timings": {"total_s": 0.0}})
+    return result_to_dict(result)
 
 
 # ============================================================================ results to R

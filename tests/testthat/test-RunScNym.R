@@ -167,3 +167,19 @@ test_that("Python warnings come back as R warnings (low gene overlap with a save
   expect_identical(ncol(out), ncol(sce_query))
   expect_identical(S4Vectors::metadata(out)$pybridge$scnym$params$gene_overlap$n_shared, 600L)
 })
+
+test_that("asking for anndata2ri in an R session falls back to the dgCMatrix path where unsafe, without crashing", {
+  skip_if_no_python()
+  skip_if(pybridge:::.anndata2ri_safe(), "reticulate >= 1.31: the anndata2ri path is allowed here")
+  withr::local_options(pybridge.converter = "anndata2ri")
+  env <- pybridge:::.pybridge
+  env$warned_converter <- NULL
+  expect_message(
+    out <- RunScNym(sce_query, sce_ref, n_epochs = 1, device = "cpu", verbose = FALSE),
+    "needs reticulate >= 1.31"
+  )
+  bridge <- S4Vectors::metadata(out)$pybridge$scnym$params$r_bridge
+  expect_identical(bridge$backend, "reticulate")
+  expect_identical(bridge$converter, "sparse")
+  expect_identical(levels(out$predicted.scnym), ref_classes)
+})
