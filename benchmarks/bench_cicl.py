@@ -73,10 +73,10 @@ def baselines(a: ad.AnnData, k: int, seed: int) -> dict:
         pcs = b.obsm["X_pca"]
     else:
         from pybridge.data import get_counts
-        from pybridge.models.cicl import _fit_preprocessing, _pca_scores
+        from pybridge.models.cicl import _Scaler, _fit_preprocessing, _pca_scores
 
         prep, Xh = _fit_preprocessing(get_counts(a), a.var_names, 2000)
-        pcs = _pca_scores(Xh, prep, 50)
+        pcs = _pca_scores(Xh, _Scaler(prep, "cpu", 10.0), 50)
     t_pca = time.perf_counter() - t0
     from sklearn.cluster import KMeans
 
@@ -145,12 +145,12 @@ def main(argv=None) -> int:
             # the K estimate is made before training and is deterministic: reuse the true-K run when it agrees
             est = CICL(seed=args.seed, device=args.device, verbose=False, **{**overrides, "n_epochs": 1})
             from pybridge.data import get_counts
-            from pybridge.models.cicl import _fit_preprocessing, _pca_scores, estimate_n_clusters
+            from pybridge.models.cicl import _Scaler, _fit_preprocessing, _pca_scores, estimate_n_clusters
 
             cfg = est.config
             prep, Xh = _fit_preprocessing(get_counts(a), a.var_names.astype(str), cfg.n_top_genes)
             t0 = time.perf_counter()
-            k_hat, _ = estimate_n_clusters(_pca_scores(Xh, prep, cfg.n_pcs), method=cfg.k_estimator, k_min=cfg.k_min,
+            k_hat, _ = estimate_n_clusters(_pca_scores(Xh, _Scaler(prep, "cpu", None), cfg.n_pcs), method=cfg.k_estimator, k_min=cfg.k_min,
                                            k_max=cfg.k_max, seed=args.seed, n_init=cfg.kmeans_n_init,
                                            n_neighbors=cfg.k_neighbors)
             t_est = time.perf_counter() - t0
@@ -168,16 +168,19 @@ def main(argv=None) -> int:
         if name in PAPER:
             rows.append(dict(dataset=name, cells=a.n_obs, types=k, method="paper_CICL", k=k, ari=PAPER[name][0],
                              nmi=PAPER[name][1], seconds=float("nan")))
-    table = markdown(rows, args, overrides)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.csv:
+        write(rows, args, overrides)  # after every dataset, so a long run leaves partial results
+    print(markdown(rows, args, overrides))
+    return 0
+
+
+def write(rows, args, overrides) -> None:
+    if args.out and rows:
+        Path(args.out).write_text(markdown(rows, args, overrides))
+    if args.csv and rows:
         with open(args.csv, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    return 0
 
 
 def markdown(rows, args, overrides) -> str:

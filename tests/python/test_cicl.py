@@ -183,6 +183,22 @@ def test_normalized_dispersion_nan_for_silent_genes_and_matches_scanpy(cellbench
     assert len(ours & theirs) >= 490
 
 
+def test_scaler_z_scores_and_clips(small):
+    from pybridge.data import get_counts
+    from pybridge.models.cicl import _fit_preprocessing, _Scaler
+
+    prep, Xh = _fit_preprocessing(get_counts(small), small.var_names.astype(str), 200)
+    assert Xh.shape == (small.n_obs, 200) and sp.issparse(Xh)
+    x = torch.as_tensor(Xh.toarray())
+    z = _Scaler(prep, "cpu", None)(x.clone())
+    np.testing.assert_allclose(z.mean(0).numpy(), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0).numpy(), 1, atol=1e-3)
+    assert float(z.abs().max()) > 3
+    zc = _Scaler(prep, "cpu", 3.0)(x.clone())
+    assert float(zc.abs().max()) <= 3.0
+    assert torch.equal(zc, z.clamp(-3, 3))
+
+
 # ----------------------------------------------------------------------------- estimator
 def test_loss_decreases_and_history_is_recorded(small):
     model = CICL(n_clusters=5, seed=0, **{**SMALL, "n_epochs": 20}).fit(small)
