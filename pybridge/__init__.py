@@ -8,19 +8,34 @@ from . import data, rejection
 from ._settings import settings
 from .api import scnym
 from .api import jind
+from .api import itclust
+from .api import cicl
+from .api import nmf_transfer
 from .models import ScNym, ScNymConfig
 from .models import JIND, JINDConfig
+from .models import ItClust, ItClustConfig
+from .models import CICL, CICLConfig
+from .models import NMFTransfer, NMFTransferConfig
 from .result import AnnotationResult, ClusteringResult
 
 __all__ = [
     "AnnotationResult",
+    "CICL",
+    "CICLConfig",
+    "cicl",
     "ClusteringResult",
     "JIND",
     "JINDConfig",
+    "ItClust",
+    "ItClustConfig",
     "ScNym",
     "ScNymConfig",
     "data",
     "jind",
+    "nmf_transfer",
+    "NMFTransfer",
+    "NMFTransferConfig",
+    "itclust",
     "rejection",
     "scnym",
     "settings",

@@ -14,7 +14,11 @@ import time
 
 from ._settings import logger
 from .models import ScNym
+from .result import check_key
 from .models.jind import JIND
+from .models.itclust import ItClust
+from .models.cicl import CICL
+from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
 
 
 def compute_scnym(
@@ -64,6 +68,7 @@ def scnym(
     :class:`pybridge.ScNymConfig` options, e.g. ``discovery=True, reject=True``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    check_key(query, key_added, "scnym", warn=False)  # fail before training, not after
     result = compute_scnym(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                            domain_key=domain_key, seed=seed, device=device, verbose=verbose, **config_overrides)
     return result.to_adata(query, key_added, copy=copy)
@@ -122,11 +127,189 @@ def jind(
     return result.to_adata(query, key_added, copy=copy)
 
 
+def compute_itclust(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Run ItClust with ``reference`` as labelled source and ``query`` as target; return the query's ItClustResult.
+
+    The result is a :class:`~pybridge.ClusteringResult` (clusters, cluster
+    confidence, mapped source type, soft assignments, embedding) with the
+    per-cell score in ``cell_score`` and the unflagged type in ``raw_cell_types``.
+    """
+    t0 = time.perf_counter()
+    model = ItClust(seed=seed, device=device, verbose=verbose, **config_overrides)
+    result = model.fit_predict(reference, query, labels_key=labels_key, layer=reference_layer, query_layer=layer)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    logger.info("itclust: %d cells in %d clusters (%d flagged as possible new types) in %.1fs", query.n_obs,
+                len(set(result.clusters)), int(result.flagged.sum()), time.perf_counter() - t0)
+    return result
+
+
+def itclust(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    key_added: str = "itclust",
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Cluster ``query`` by transfer from the labelled ``reference`` with ItClust, and name the clusters.
+
+    Writes ``obs[key_added]`` (cluster id), ``obs[key_added + '_confidence']``
+    (the confidence of the cell's cluster), ``obs[key_added + '_cell_type']``
+    (the cluster's source type, ``"Unassigned"`` where the cluster is flagged as a
+    possible new type), ``obs[key_added + '_cell_type_raw']`` (before flagging),
+    ``obs[key_added + '_cell_score']`` (the cell's soft assignment to its cluster),
+    ``obsm[key_added + '_probabilities']`` (cells x clusters), ``obsm['X_' + key_added]``
+    and ``uns[key_added]`` (params, ``cluster_map`` and the per-cluster table
+    ``clusters``). ``config_overrides`` are :class:`pybridge.ItClustConfig` options,
+    e.g. ``min_cluster_confidence=0.6``. Returns the annotated copy when ``copy=True``, else ``None``.
+    """
+    result = compute_itclust(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
+                             seed=seed, device=device, verbose=verbose, **config_overrides)
+    return result.to_adata(query, key_added, copy=copy)
+
+
+
+def compute_cicl(
+    adata,
+    *,
+    n_clusters: int | None = None,
+    reference=None,
+    layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Cluster ``adata`` (raw counts in ``X`` or ``layer``) with CICL; return a ClusteringResult.
+
+    ``n_clusters=None`` estimates the number of clusters (``k_estimator`` option).
+    CICL is unsupervised: ``reference`` exists for the shared clustering signature and must be ``None``.
+    """
+    if reference is not None:
+        raise ValueError("CICL is unsupervised and takes no reference; call it with reference=None.")
+    t0 = time.perf_counter()
+    model = CICL(seed=seed, device=device, verbose=verbose, n_clusters=n_clusters, **config_overrides)
+    result = model.fit_predict(adata, layer=layer)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    logger.info("cicl: %d cells in %d clusters in %.1fs", adata.n_obs, model.n_clusters_, time.perf_counter() - t0)
+    return result
+
+
+def cicl(
+    adata,
+    *,
+    n_clusters: int | None = None,
+    reference=None,
+    layer: str | None = None,
+    key_added: str = "cicl",
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Cluster ``adata`` with CICL (cluster-aware iterative contrastive learning).
+
+    Writes ``obs[key_added]`` (cluster id, ``"0"`` = largest cluster),
+    ``obs[key_added + '_confidence']`` (the Student-t soft assignment of the cell
+    to its cluster), ``obsm[key_added + '_probabilities']`` (cells x clusters),
+    ``obsm['X_' + key_added]`` (encoder embedding) and ``uns[key_added]`` (config,
+    number of clusters and whether it was estimated, training history, timings).
+    ``n_clusters=None`` estimates K. ``config_overrides`` are :class:`pybridge.CICLConfig`
+    options, e.g. ``n_epochs=100``. Returns the annotated copy when ``copy=True``, else ``None``.
+    """
+    result = compute_cicl(adata, n_clusters=n_clusters, reference=reference, layer=layer, seed=seed, device=device,
+                          verbose=verbose, **config_overrides)
+    return result.to_adata(adata, key_added, copy=copy)
+
+def compute_nmf_transfer(
+    adata,
+    *,
+    reference=None,
+    n_clusters: int | None = None,
+    labels_key: str | None = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """NMF transfer clustering of ``adata`` (the target) with a labelled ``reference`` (the source); a ClusteringResult.
+
+    Without a reference this is SC3 on ``adata`` alone (the paper's TargetCluster).
+    ``labels_key=None`` clusters the reference by NMF first (no source labels).
+    ``n_clusters=None`` uses SC3's estimate of k. ``mode="target"`` / ``"concatenate"``
+    run the paper's baselines.
+    """
+    t0 = time.perf_counter()
+    result = run_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key, layer=layer,
+                              reference_layer=reference_layer, seed=seed, device=device, verbose=verbose,
+                              **config_overrides)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def nmf_transfer(
+    adata,
+    *,
+    reference=None,
+    n_clusters: int | None = None,
+    labels_key: str | None = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    key_added: str = "nmf_transfer",
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Cluster ``adata`` by NMF transfer from a labelled ``reference`` (Mieth et al., "TransferCluster").
+
+    Writes ``obs[key_added]`` (cluster id, ``"0"`` = largest; ``"Unassigned"`` for
+    cells an optional cell filter removed), ``obs[key_added + '_confidence']`` (mean
+    co-association of the cell with its cluster in SC3's ensemble),
+    ``obs[key_added + '_cell_type']`` (with reference labels: the source type matched
+    to the cluster), ``obsm[key_added + '_probabilities']`` (cells x clusters),
+    ``obsm['X_' + key_added]`` (NNLS coefficients on the source dictionary, columns
+    ``uns[key_added]['embedding_columns']``) and ``uns[key_added]`` (selected
+    ``theta``, the ``kta`` curve, ``cluster_map``, gene overlap, config, timings).
+    ``config_overrides`` are :class:`pybridge.NMFTransferConfig` options, e.g.
+    ``mode="target"``, ``thetas=[0.5]``, ``gene_filter=False``.
+    Returns the annotated copy when ``copy=True``, else ``None``.
+    """
+    result = compute_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key,
+                                  layer=layer, reference_layer=reference_layer, seed=seed, device=device,
+                                  verbose=verbose, **config_overrides)
+    return result.to_adata(adata, key_added, copy=copy)
+
+
 #: method name -> (kind, compute function, estimator class or None).
 #: kind "annotation": compute(query, reference, **kw); kind "clustering": compute(adata, reference=None, **kw)
 COMPUTE: dict[str, tuple[str, object, type | None]] = {
     "scnym": ("annotation", compute_scnym, ScNym),
     "jind": ("annotation", compute_jind, JIND),
+    "itclust": ("annotation", compute_itclust, ItClust),
+    "cicl": ("clustering", compute_cicl, CICL),
+    "nmf_transfer": ("clustering", compute_nmf_transfer, NMFTransfer),
 }
 
 
