@@ -6,4 +6,5 @@
 #' [use_pybridge()] for the Python environment.
 #'
 #' @keywords internal
+#' @importFrom Matrix Matrix
 "_PACKAGE"
