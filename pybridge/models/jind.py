@@ -84,7 +84,12 @@ disagree, or where the paper is silent; each is an option of
   epochs (``gan_stop="epochs", gan_balance=False, gan_patience=None``; every
   epoch a candidate) rejection fell further but raw accuracy dropped by up to
   0.3 on panc8 leave-one-technology-out tasks (benchmarks/results_jind.md).
-  ``align_selection="last"`` keeps the final generator instead.
+  Even the default lowers raw accuracy on baron_mouse1 -> baron_mouse2
+  (0.85 -> 0.78), whose donors differ widely in composition: like any
+  distribution matching, the alignment assumes the query holds roughly the
+  reference's cell types in similar proportions (the paper's stated
+  assumption); otherwise use ``align=False``. ``align_selection="last"``
+  keeps the final generator instead of the lowest-rejection one.
 * Alignment needs the reference's latent codes, not the reference itself: the
   frozen encoder's codes of up to ``max_source_codes`` reference cells are
   stored with the model, so a saved model can be aligned to new queries
@@ -94,7 +99,16 @@ disagree, or where the paper is silent; each is an option of
   encoder and classifier fine-tuned, reference class weights, 70/30 split);
   the later code's ``ftune_top`` (encoder only, top 95 % per class) is not
   implemented. With ``align=False`` JIND+ self-trains on unaligned
-  predictions.
+  predictions. JIND+ is opt-in (``jind_plus=False`` by default): the paper
+  presents it as an extension, and on the dev tasks it lowered rejection but
+  also effective accuracy, and it taught the model to accept most of the
+  query's unseen cell type (casi_zheng B cells rejected 0.76 -> 0.39).
+
+Using a model: ``fit(reference, query=query)`` runs every enabled stage;
+``predict(query, stage=...)`` gives any stage's result. The prediction model
+alone can be saved, loaded and aligned to new queries with ``adapt(query)``
+(the saved directory holds weights, the reference codes and validation
+probabilities, never the training matrix).
 """
 from __future__ import annotations
 
