@@ -69,6 +69,11 @@ the numbers are in ``benchmarks/results_cicl.md``:
 * The clean view is encoded in eval mode without gradient (no dropout) to
   compute pseudo-labels; the code runs it in train mode.
 
+Known limitation: every encoder block ends in a per-cell LayerNorm (paper
+Eq. 5 and 7), which removes each cell's overall scale across genes. On a set
+dominated by one type with many rare ones (baron_mouse2) the embedding then
+clusters far worse than PCA of the same input (benchmarks/results_cicl.md).
+
 Number of clusters: the paper uses the true number of cell types. With
 ``n_clusters=None`` pybridge estimates K once, before training, on the top
 ``n_pcs`` = 10 principal components of the preprocessed (z-scored HVG) data;
