@@ -368,7 +368,7 @@ install_pybridge <- function(envname = "pybridge", source = NULL, python = NULL,
                              editable = FALSE, dry_run = FALSE) {
   source <- .find_source(source)
   envdir <- if (grepl("/", envname, fixed = TRUE)) path.expand(envname) else .default_venv(envname)
-  python <- python %||% Sys.which("python3")
+  python <- unname(python %||% Sys.which("python3"))
   if (!nzchar(python)) .abort("No python3 on the PATH; pass install_pybridge(python = \"/path/to/python3\").")
   constraints <- .constraints_file(source)
   env_py <- file.path(envdir, "bin", "python")
@@ -378,20 +378,24 @@ install_pybridge <- function(envname = "pybridge", source = NULL, python = NULL,
   } else {
     shQuote(source)
   }
+  # the first element is the program (system2() quotes it), the rest are shell-quoted arguments
   cmds <- list(
-    c(shQuote(python), "-m", "venv", shQuote(envdir)),
-    c(shQuote(env_py), "-m", "pip", "install", "--upgrade", "pip"),
+    c(python, "-m", "venv", shQuote(envdir)),
+    c(env_py, "-m", "pip", "install", "--upgrade", "pip"),
     # torch first, pinned by the constraints (an unpinned torch pulls GBs of CUDA wheels)
-    c(shQuote(env_py), "-m", "pip", "install", "-c", shQuote(constraints), "torch"),
-    c(shQuote(env_py), "-m", "pip", "install", "-c", shQuote(constraints), target)
+    c(env_py, "-m", "pip", "install", "-c", shQuote(constraints), "torch"),
+    c(env_py, "-m", "pip", "install", "-c", shQuote(constraints), target)
   )
-  if (isTRUE(dry_run)) return(vapply(cmds, paste, "", collapse = " "))
+  show <- function(cmd) paste(c(shQuote(cmd[[1]]), cmd[-1]), collapse = " ")
+  if (isTRUE(dry_run)) return(vapply(cmds, show, ""))
   .inform(TRUE, "Creating pybridge's Python environment in ", envdir)
   for (cmd in cmds) {
-    .inform(TRUE, paste(cmd, collapse = " "), type = "step")
-    status <- system2(cmd[[1]], cmd[-1])
+    .inform(TRUE, show(cmd), type = "step")
+    # without R's LD_LIBRARY_PATH: with it, a Python built elsewhere (e.g. pyenv) can load the
+    # wrong libpython for its ssl module, and pip then cannot reach the package index
+    status <- system2("env", c("-u", "LD_LIBRARY_PATH", shQuote(cmd[[1]]), cmd[-1]))
     if (!identical(as.integer(status), 0L)) {
-      .abort("This step of install_pybridge() failed (exit status ", status, "): ", paste(cmd, collapse = " "))
+      .abort("This step of install_pybridge() failed (exit status ", status, "): ", show(cmd))
     }
   }
   .check_python(env_py, "install_pybridge()")
