@@ -2,7 +2,12 @@
 
     python benchmarks/bench_itclust.py [--data ../shared/data] [--device cpu] [--tasks baron,panc8:indrop]
                                        [--peers scnym,jind | --peers none] [--set min_genes=10 ...]
-                                       [--no-removal] [--out benchmarks/results_itclust.md] [--csv out.csv]
+                                       [--no-removal] [--out benchmarks/results_itclust.md]
+                                       [--resume /tmp/itclust_bench]
+
+With --resume PREFIX every measured row is appended to PREFIX_transfer.csv /
+PREFIX_removal.csv at once, and rows already there are not measured again (the
+peers can take many minutes per task on a busy CPU).
 
 Transfer table, one row per task and tool:
   acc        accuracy of the mapped cell type on query cells whose type is in the reference
@@ -83,45 +88,70 @@ def run_itclust(ref, q, device, opts):
     return res, time.perf_counter() - t0
 
 
+class Store:
+    """Rows measured so far; appended to a CSV as they come when ``path`` is given."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.rows = pd.read_csv(self.path).to_dict("records") if self.path and self.path.exists() else []
+
+    def done(self, **key) -> bool:
+        return any(all(str(r.get(k)) == str(v) for k, v in key.items()) for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.path:
+            pd.DataFrame([row]).to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+        print(_fmt(pd.DataFrame([row])), flush=True)
+
+
 def transfer_rows(args, opts) -> list[dict]:
     data = Path(args.data)
     peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p in COMPUTE]
-    rows = []
+    store = Store(f"{args.resume}_transfer.csv" if args.resume else None)
     for name in args.tasks.split(",") if args.tasks else all_tasks():
+        todo = [t for t in ["ItClust", *peers] if not store.done(task=name, tool=t)]
+        if not todo:
+            continue
         ref, q = load_task(data, name)
         truth = q.obs["cell_type"].astype(str).to_numpy()
         seen = np.isin(truth, ref.obs["cell_type"].astype(str).unique())
-        res, dt = run_itclust(ref, q, args.device, opts)
-        tr = res.params["training"]
-        rows.append({
-            "task": name, "tool": "ItClust", "acc": float(np.mean(res.raw_cell_types[seen] == truth[seen])),
-            "ARI": adjusted_rand_score(truth, res.clusters),
-            "flag_seen": float(res.flagged[seen].mean()),
-            "flag_unseen": float(res.flagged[~seen].mean()) if (~seen).any() else np.nan,
-            "clusters": f"{len(set(res.clusters))}/{tr['target']['n_updates']}",
-            "seconds": dt,
-        })
-        print(_fmt(pd.DataFrame(rows[-1:])), flush=True)
-        for peer in peers:
+        if "ItClust" in todo:
+            _itclust_row(store, name, ref, q, truth, seen, args, opts)
+        for peer in [p for p in peers if p in todo]:
             t0 = time.perf_counter()
             pres = COMPUTE[peer][1](q, ref, seed=0, device=args.device, verbose=False)
             dt = time.perf_counter() - t0
             raw = np.asarray(pres.raw_labels, dtype=str)
-            rows.append({
+            store.add({
                 "task": name, "tool": peer, "acc": float(np.mean(raw[seen] == truth[seen])),
                 "ARI": adjusted_rand_score(truth, raw),
                 "flag_seen": float(pres.rejected[seen].mean()),
                 "flag_unseen": float(pres.rejected[~seen].mean()) if (~seen).any() else np.nan,
                 "clusters": "", "seconds": dt,
             })
-            print(_fmt(pd.DataFrame(rows[-1:])), flush=True)
-    return rows
+    return store.rows
+
+
+def _itclust_row(store, name, ref, q, truth, seen, args, opts):
+    res, dt = run_itclust(ref, q, args.device, opts)
+    tr = res.params["training"]
+    store.add({
+        "task": name, "tool": "ItClust", "acc": float(np.mean(res.raw_cell_types[seen] == truth[seen])),
+        "ARI": adjusted_rand_score(truth, res.clusters),
+        "flag_seen": float(res.flagged[seen].mean()),
+        "flag_unseen": float(res.flagged[~seen].mean()) if (~seen).any() else np.nan,
+        "clusters": f"{len(set(res.clusters))}/{tr['target']['n_updates']}",
+        "seconds": dt,
+    })
 
 
 def removal_rows(args, opts) -> list[dict]:
     data = Path(args.data)
-    rows = []
+    store = Store(f"{args.resume}_removal.csv" if args.resume else None)
     for name, removed in REMOVALS:
+        if store.done(task=name, removed="+".join(removed)):
+            continue
         ref, q = load_task(data, name)
         ref = ref[~ref.obs["cell_type"].astype(str).isin(removed)].copy()
         truth = q.obs["cell_type"].astype(str).to_numpy()
@@ -132,7 +162,7 @@ def removal_rows(args, opts) -> list[dict]:
         where = ", ".join(
             f"{c} ({table.loc[c, 'cell_type']}, conf {table.loc[c, 'confidence']:.2f}): {n}" for c, n in top.head(2).items()
         )
-        rows.append({
+        store.add({
             "task": name, "removed": "+".join(removed), "n_new": int(new.sum()),
             "flag_new": float(res.flagged[new].mean()), "flag_other": float(res.flagged[~new].mean()),
             "conf_new": float(res.confidence[new].mean()), "conf_other": float(res.confidence[~new].mean()),
@@ -140,8 +170,7 @@ def removal_rows(args, opts) -> list[dict]:
             "ARI": adjusted_rand_score(truth, res.clusters),
             "new cells end in (cluster, type, confidence): cells": where, "seconds": dt,
         })
-        print(_fmt(pd.DataFrame(rows[-1:])), flush=True)
-    return rows
+    return store.rows
 
 
 def _fmt(df: pd.DataFrame) -> str:
@@ -170,7 +199,7 @@ def main():
     p.add_argument("--no-removal", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", default=None, help="write the tables as markdown here")
-    p.add_argument("--csv", default=None)
+    p.add_argument("--resume", default=None, help="path prefix of CSV files that keep (and skip) measured rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     opts = {}
@@ -185,8 +214,6 @@ def main():
     if not args.no_removal:
         removal = pd.DataFrame(removal_rows(args, opts))
         print("\n=== source without some types (ItClust) ===\n" + _fmt(removal))
-    if args.csv:
-        transfer.to_csv(args.csv, index=False)
     if args.out:
         try:
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

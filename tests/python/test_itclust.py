@@ -282,10 +282,13 @@ def test_soft_assignment_and_scores(fitted, pair):
     assert np.abs(res.embedding).max() <= 1.0  # tanh bottleneck
 
 
-def test_to_adata_writes_the_documented_keys(fitted, pair):
+def test_to_adata_writes_the_documented_keys(fitted, pair, tmp_path):
     _, res = fitted
     _, q = pair
     out = res.to_adata(q, "ic", copy=True)
+    out.write_h5ad(tmp_path / "out.h5ad")  # params, cluster table and training history are h5ad-safe
+    back = ad.read_h5ad(tmp_path / "out.h5ad")
+    np.testing.assert_array_equal(back.obs["ic_cell_type"].astype(str), out.obs["ic_cell_type"].astype(str))
     assert "ic" not in q.obs  # copy=True leaves the input alone
     for col in ("ic", "ic_confidence", "ic_cell_type", "ic_cell_type_raw", "ic_cell_score"):
         assert col in out.obs, col
@@ -331,7 +334,8 @@ def test_predict_save_load_roundtrip(fitted, pair, tmp_path):
 def test_target_cells_below_min_genes_still_get_a_result(panc8_pair):
     r, q = panc8_pair  # indrop: most cells have < 100 of the file's 2000 genes
     model = ItClust(seed=0, device="cpu", verbose=False, **FAST)
-    res = model.fit_predict(r, q)
+    with pytest.warns(UserWarning, match="83 of the 100 query cells .* lower min_genes"):
+        res = model.fit_predict(r, q)
     n_trained = model.fit_info_["n_query_cells_trained"]
     assert n_trained < q.n_obs
     assert len(res.clusters) == q.n_obs and np.isfinite(res.probabilities).all()

@@ -14,6 +14,7 @@ minibatches (:class:`ScaledRows`), so nothing is densified as a whole.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -105,6 +106,16 @@ def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
             f"No cell of the {what} has at least min_genes={cfg.min_genes} expressed genes "
             f"(the most is {int(n_expr.max()) if len(n_expr) else 0}); lower min_genes, or check that the {what} "
             "holds counts for more than a handful of genes."
+        )
+    if used.mean() < 0.8:
+        warnings.warn(
+            f"{int((~used).sum())} of the {len(used)} {what} cells ({100 * (1 - used.mean()):.0f}%) have fewer than "
+            f"min_genes={cfg.min_genes} expressed genes and are not trained on"
+            + (" (they are still assigned to clusters)" if what == "query" else "")
+            + f". The rule assumes whole transcriptomes; the {what} has {X.shape[1]} genes, so if it was restricted "
+            "to a gene subset, lower min_genes.",
+            UserWarning,
+            stacklevel=3,
         )
     n_cells_per_gene = np.bincount(X[used].indices, minlength=X.shape[1])
     keep = n_cells_per_gene >= cfg.min_cells
