@@ -35,8 +35,9 @@ test_that("RunJIND writes labels with rejection, scores and the raw label", {
 
 test_that("RunItClust writes clusters, their types and per-cell scores (SCE)", {
   method_available("itclust")
-  out <- RunItClust(sce_query, sce_ref, layerwise_epochs = 6, pretrain_epochs = 12, source_epochs = 20,
-                    maxiter = 20, device = "cpu", verbose = FALSE)
+  # (ItClust's own warnings about this small gene panel are not what is tested here)
+  out <- suppressWarnings(RunItClust(sce_query, sce_ref, layerwise_epochs = 6, pretrain_epochs = 12,
+                                     source_epochs = 20, maxiter = 20, device = "cpu", verbose = FALSE))
   added <- setdiff(colnames(colData(out)), colnames(colData(sce_query)))
   expect_true(all(c("itclust.clusters", "itclust.clusters.score", "predicted.itclust") %in% added))
   expect_s3_class(out$itclust.clusters, "factor")
