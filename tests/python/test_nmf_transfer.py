@@ -195,6 +195,10 @@ def test_kta_of_true_labels_beats_random_labels():
     assert good > max(random) + 0.3  # measured: 0.69 vs <= 0.03
     assert kernel_target_alignment(K, np.array(["c", "a", "b"])[y]) == pytest.approx(good, abs=1e-12)
     assert -1.0 <= min(random) and good <= 1.0
+    # identical cells (a mixture at theta = 1 where every cell got the same source component) carry no
+    # structure: alignment 0 for any labelling, not amplified rounding noise
+    same = np.tile(rng.gamma(2.0, 10.0, 30), (50, 1)) + rng.normal(scale=1e-13, size=(50, 30))
+    assert kernel_target_alignment(torch.tensor(same @ same.T), np.arange(50) % 3) == 0.0
 
 
 def test_sc3_separates_clear_clusters_and_scores_are_consistent():

@@ -279,7 +279,12 @@ def kernel_target_alignment(K: torch.Tensor, labels) -> float:
     """Kernel-target alignment between a kernel ``K`` and the linear kernel of one-hot ``labels``.
 
     Both kernels are centred and cosine-normalised (K_ij / sqrt(K_ii K_jj))
-    before <Kx, Ky>_F / (||Kx||_F ||Ky||_F), as in the authors' code.
+    before <Kx, Ky>_F / (||Kx||_F ||Ky||_F), as in the authors' code. A cell
+    whose centred self-similarity is zero up to rounding (it sits at the mean,
+    e.g. every cell of a mixture at theta = 1 when all were assigned to one
+    source component) gets a zero row instead of amplified rounding noise, so
+    a kernel without structure has alignment 0. (The authors' code replaces
+    the whole kernel by its diagonal when any K_ii <= 1e-16.)
     """
     K = K.to(torch.float64)
     n = K.shape[0]
@@ -288,9 +293,12 @@ def kernel_target_alignment(K: torch.Tensor, labels) -> float:
     Ky = Y @ Y.T
 
     def centre_norm(M):
+        scale = float(torch.diagonal(M).abs().max())
         M = M - M.mean(0, keepdim=True) - M.mean(1, keepdim=True) + M.mean()
-        d = torch.diagonal(M).clamp(min=1e-16).sqrt()
-        return M / d[:, None] / d[None, :]
+        d = torch.diagonal(M)
+        ok = d > 1e-9 * max(scale, 1e-300)
+        d = torch.where(ok, d, torch.ones_like(d)).sqrt()
+        return M / d[:, None] / d[None, :] * (ok[:, None] & ok[None, :])
 
     Kx, Ky = centre_norm(K), centre_norm(Ky)
     num = (Kx * Ky).sum()
