@@ -44,37 +44,50 @@ from pybridge.models.nmf_transfer import NMFTransfer, simulate_transfer  # noqa:
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("transfer", "transfer_fixedW", "target", "concatenate")
 HEAD = {"transfer": "TransferCluster", "transfer_fixedW": "Transfer (nmf_refine=False)", "target": "TargetCluster",
-        "concatenate": "ConcatenateCluster"}
+        "concatenate": "ConcatenateCluster", "transfer_fixedW_capped": "Transfer (nmf_refine=False, theta <= 0.9)"}
+CAPPED_THETAS = tuple(round(0.1 * i, 1) for i in range(10))
 
 
 def ari(a, b) -> float:
     return float(adjusted_rand_score(np.asarray(a, dtype=str), np.asarray(b, dtype=str)))
 
 
-def run_all(source, target, seed, device, **cfg):
-    """ARI of the four methods on one (source, target) pair, with theta, source ARI and times."""
+def run_all(source, target, seed, device, methods=METHODS, **cfg):
+    """ARI of the requested methods on one (source, target) pair, with theta, source ARI and times."""
     y = target.obs["cell_type"].astype(str).to_numpy()
     k = len(set(y))
     k_union = len(set(y) | set(source.obs["cell_type"].astype(str)))
-    out = {}
+    out, models = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for name, refine in (("transfer", True), ("transfer_fixedW", False)):
+        for refine in (True, False):
+            wanted = ["transfer"] if refine else ["transfer_fixedW", "transfer_fixedW_capped"]
+            if not any(m in methods for m in wanted) and not (refine is False and not models):
+                continue
             t0 = time.perf_counter()
-            model = NMFTransfer(seed=seed, device=device, verbose=False, nmf_refine=refine, **cfg).fit(source)
-            t_fit = time.perf_counter() - t0
-            res = model.predict(target, n_clusters=k)
-            types = None if res.cell_types is None else float(np.mean(np.asarray(res.cell_types, dtype=str) == y))
-            out[name] = dict(ari=ari(y, res.clusters), theta=res.params["theta"], source_ari=model.fit_info_["source_ari"],
-                             type_acc=types, seconds=time.perf_counter() - t0, fit_s=t_fit)
-            if refine:
+            models[refine] = NMFTransfer(seed=seed, device=device, verbose=False, nmf_refine=refine, **cfg).fit(source)
+            fit_s = time.perf_counter() - t0
+            for name in wanted:
+                if name not in methods:
+                    continue
                 t0 = time.perf_counter()
-                tg = model.replace(mode="target").predict(target, n_clusters=k)
-                out["target"] = dict(ari=ari(y, tg.clusters), seconds=time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                cc = model.replace(mode="concatenate").predict(target, n_clusters=k_union)
-                out["concatenate"] = dict(ari=ari(y, cc.clusters), seconds=time.perf_counter() - t0)
-    out["n_genes_used"] = res.params["n_genes_used"]
+                model = models[refine].replace(thetas=CAPPED_THETAS) if name.endswith("capped") else models[refine]
+                res = model.predict(target, n_clusters=k)
+                types = None if res.cell_types is None else float(np.mean(np.asarray(res.cell_types, dtype=str) == y))
+                out[name] = dict(ari=ari(y, res.clusters), theta=res.params["theta"],
+                                 source_ari=model.fit_info_["source_ari"], type_acc=types,
+                                 seconds=time.perf_counter() - t0 + fit_s, fit_s=fit_s)
+                out["n_genes_used"] = res.params["n_genes_used"]
+        base = next(iter(models.values()))  # target and concatenate use only the gene set and the source data
+        if "target" in methods:
+            t0 = time.perf_counter()
+            tg = base.replace(mode="target").predict(target, n_clusters=k)
+            out["target"] = dict(ari=ari(y, tg.clusters), seconds=time.perf_counter() - t0)
+            out["n_genes_used"] = tg.params["n_genes_used"]
+        if "concatenate" in methods:
+            t0 = time.perf_counter()
+            cc = base.replace(mode="concatenate").predict(target, n_clusters=k_union)
+            out["concatenate"] = dict(ari=ari(y, cc.clusters), seconds=time.perf_counter() - t0)
     return out
 
 
@@ -86,24 +99,27 @@ def bench_sim(args, device):
             src, trg = simulate_transfer(args.n_source, max(args.sizes), overlap, n_genes=args.n_genes, seed=seed)
             for n in args.sizes:
                 t = trg[:n].copy()
-                r = run_all(src, t, seed, device, gene_filter=False)
-                rows.append(dict(overlap=overlap, seed=seed, n=n, **{m: r[m]["ari"] for m in METHODS},
-                                 theta=r["transfer"]["theta"], theta_fixed=r["transfer_fixedW"]["theta"],
-                                 source_ari=r["transfer"]["source_ari"]))
-                print(f"  sim {overlap:<10} seed={seed} n={n:<4} " + " ".join(f"{m}={r[m]['ari']:.3f}" for m in METHODS)
-                      + f" theta={r['transfer']['theta']}/{r['transfer_fixedW']['theta']}"
-                      + f" srcARI={r['transfer']['source_ari']:.2f}", flush=True)
+                r = run_all(src, t, seed, device, args.methods, gene_filter=False)
+                tm = [m for m in args.methods if m.startswith("transfer")]
+                rows.append(dict(overlap=overlap, seed=seed, n=n, **{m: r[m]["ari"] for m in args.methods},
+                                 **{f"theta_{m}": r[m]["theta"] for m in tm},
+                                 source_ari=r[tm[0]]["source_ari"] if tm else float("nan")))
+                print(f"  sim {overlap:<10} seed={seed} n={n:<4} "
+                      + " ".join(f"{m}={r[m]['ari']:.3f}" for m in args.methods)
+                      + " theta=" + "/".join(str(r[m]["theta"]) for m in tm)
+                      + (f" srcARI={r[tm[0]]['source_ari']:.2f}" if tm else ""), flush=True)
+    tm = [m for m in args.methods if m.startswith("transfer")]
     lines = [f"Simulation ({args.n_genes} genes, {args.n_source} source cells, seeds {', '.join(map(str, args.seeds))}; "
              "ARI on the target, mean ± sd over seeds; theta: mean KTA choice)", "",
-             "| overlap | target cells | " + " | ".join(HEAD[m] for m in METHODS)
-             + " | theta (paper / fixed W) | source ARI of W_src |",
-             "|---|---|" + "---|" * len(METHODS) + "---|---|"]
+             "| overlap | target cells | " + " | ".join(HEAD[m] for m in args.methods)
+             + f" | theta ({' / '.join(HEAD[m] for m in tm)}) | source ARI of W_src ({HEAD[tm[0]] if tm else '-'}) |",
+             "|---|---|" + "---|" * len(args.methods) + "---|---|"]
     for overlap in args.overlaps:
         for n in args.sizes:
             sel = [r for r in rows if r["overlap"] == overlap and r["n"] == n]
-            cells = [f"{np.mean([r[m] for r in sel]):.3f} ± {np.std([r[m] for r in sel]):.3f}" for m in METHODS]
+            cells = [f"{np.mean([r[m] for r in sel]):.3f} ± {np.std([r[m] for r in sel]):.3f}" for m in args.methods]
             lines.append(f"| {overlap} | {n} | " + " | ".join(cells)
-                         + f" | {np.mean([r['theta'] for r in sel]):.2f} / {np.mean([r['theta_fixed'] for r in sel]):.2f}"
+                         + " | " + " / ".join(f"{np.mean([r[f'theta_{m}'] for r in sel]):.2f}" for m in tm)
                          + f" | {np.mean([r['source_ari'] for r in sel]):.2f} |")
     return lines
 
@@ -124,19 +140,20 @@ def bench_real(args, device):
                           p[p.obs["batch"] == tech].copy()))
     if not pairs:
         return ["(real data not found in ../shared/data)"]
+    ms = args.methods
+    tm = [m for m in ms if m.startswith("transfer")]
     lines = ["Real pairs (seed 0, defaults: SC3 gene filter, log2; k = true number of target types)", "",
-             "| pair | target cells | k | genes | " + " | ".join(HEAD[m] for m in METHODS)
-             + " | theta (paper / fixed W) | source ARI of W_src | matched type acc. (paper / fixed W) | time s (transfer) |",
-             "|---|---|---|---|" + "---|" * len(METHODS) + "---|---|---|---|"]
+             "| pair | target cells | k | genes | " + " | ".join(HEAD[m] for m in ms)
+             + "".join(f" | theta, source ARI of W_src, matched type acc., time s ({HEAD[m]})" for m in tm) + " |",
+             "|---|---|---|---|" + "---|" * (len(ms) + len(tm))]
     for name, src, trg in pairs:
-        r = run_all(src, trg, 0, device)
+        r = run_all(src, trg, 0, device, ms)
         k = trg.obs["cell_type"].nunique()
-        print(f"  real {name}: " + " ".join(f"{m}={r[m]['ari']:.3f}" for m in METHODS), flush=True)
+        print(f"  real {name}: " + " ".join(f"{m}={r[m]['ari']:.3f}" for m in ms), flush=True)
         lines.append(
-            f"| {name} | {trg.n_obs} | {k} | {r['n_genes_used']} | " + " | ".join(f"{r[m]['ari']:.3f}" for m in METHODS)
-            + f" | {r['transfer']['theta']} / {r['transfer_fixedW']['theta']} | {r['transfer']['source_ari']:.2f}"
-            + f" | {r['transfer']['type_acc']:.2f} / {r['transfer_fixedW']['type_acc']:.2f}"
-            + f" | {r['transfer']['seconds']:.1f} |")
+            f"| {name} | {trg.n_obs} | {k} | {r['n_genes_used']} | " + " | ".join(f"{r[m]['ari']:.3f}" for m in ms)
+            + "".join(f" | {r[m]['theta']}, {r[m]['source_ari']:.2f}, {r[m]['type_acc']:.2f}, {r[m]['seconds']:.1f}"
+                      for m in tm) + " |")
     return lines
 
 
@@ -170,6 +187,8 @@ def bench_timing(args, devices):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="sim,real,timing")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(HEAD),
+                    help="methods to compare (transfer_fixedW_capped: nmf_refine=False with theta <= 0.9)")
     ap.add_argument("--device", default="cpu", help="device for the ARI parts (timing runs CPU and CUDA if present)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 200])
