@@ -44,3 +44,20 @@ def panc8_pair(panc8):
 
 def accuracy(pred, truth) -> float:
     return float(np.mean(np.asarray(pred, dtype=str) == np.asarray(truth, dtype=str)))
+
+
+@pytest.fixture()
+def r_session():
+    """rpy2's ``robjects`` with pybridge's callback registered; skips when R, rpy2 or the R packages are missing."""
+    try:
+        import anndata2ri  # noqa: F401
+        import rpy2.robjects as ro
+    except Exception as err:  # ImportError, or R not found by rpy2
+        pytest.skip(f"rpy2/anndata2ri/R not available: {err}")
+    for pkg in ("pybridge", "SeuratObject", "SingleCellExperiment"):
+        if not ro.r(f'isTRUE(requireNamespace("{pkg}", quietly = TRUE))')[0]:
+            pytest.skip(f"R package {pkg} not installed")
+    import pybridge.r as pr
+
+    pr.register()
+    return ro

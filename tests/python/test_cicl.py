@@ -370,20 +370,12 @@ def test_cellbench_accuracy_paper_network(cellbench):
 
 # ----------------------------------------------------------------------------- R parity
 @pytest.mark.r
-def test_runcicl_through_rpy2_matches_python(small):
+def test_runcicl_through_rpy2_matches_python(small, r_session):
     """RunCICL on a Seurat object (Python hosts R via rpy2) gives the clusters, scores and embedding of compute_cicl."""
-    try:
-        import anndata2ri
-        import rpy2.robjects as ro
-        from rpy2.robjects.conversion import localconverter
-    except Exception as err:  # ImportError, or R not found by rpy2
-        pytest.skip(f"rpy2/anndata2ri/R not available: {err}")
-    for pkg in ("pybridge", "SeuratObject", "SingleCellExperiment"):
-        if not ro.r(f'isTRUE(requireNamespace("{pkg}", quietly = TRUE))')[0]:
-            pytest.skip(f"R package {pkg} not installed")
-    import pybridge.r as pr
+    import anndata2ri
+    from rpy2.robjects.conversion import localconverter
 
-    pr.register()
+    ro = r_session
     a = ad.AnnData(small.X.copy(), obs=small.obs[["cell_type"]].copy(), var=pd.DataFrame(index=small.var_names))
     with localconverter(anndata2ri.converter):
         ro.globalenv["cicl_sce"] = a

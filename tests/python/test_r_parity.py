@@ -32,19 +32,11 @@ def _r_value(v):
 
 @pytest.mark.r
 @pytest.mark.parametrize("method", sorted(CASES))
-def test_r_entry_point_matches_python(panc8_pair, method):
-    try:
-        import anndata2ri
-        import rpy2.robjects as ro
-        from rpy2.robjects.conversion import localconverter
-    except Exception as err:  # ImportError, or R not found by rpy2
-        pytest.skip(f"rpy2/anndata2ri/R not available: {err}")
-    for pkg in ("pybridge", "SeuratObject", "SingleCellExperiment"):
-        if not ro.r(f'isTRUE(requireNamespace("{pkg}", quietly = TRUE))')[0]:
-            pytest.skip(f"R package {pkg} not installed")
-    import pybridge.r as pr
+def test_r_entry_point_matches_python(panc8_pair, method, r_session):
+    import anndata2ri
+    from rpy2.robjects.conversion import localconverter
 
-    pr.register()
+    ro = r_session
     ref, q = panc8_pair
     fn, opts, outputs = CASES[method]
     for name, a in (("par_ref", ref), ("par_q", q)):
