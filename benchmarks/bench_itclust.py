@@ -18,6 +18,7 @@ Transfer table, one row per task and tool:
              ItClust: share of cells in clusters flagged as possible new types (confidence below
              min_cluster_confidence); peers: share rejected ("Unassigned")
   clusters   ItClust clusters with cells / ItClust target-distribution updates
+  trained    ItClust: query cells passing min_genes (trained on) / all query cells (all are assigned)
   seconds    wall time of the whole compute call (preprocessing + training + prediction)
 
 Removal table: one reference type (or several) is removed from the source and we follow
@@ -142,6 +143,7 @@ def _itclust_row(store, name, ref, q, truth, seen, args, opts):
         "flag_seen": float(res.flagged[seen].mean()),
         "flag_unseen": float(res.flagged[~seen].mean()) if (~seen).any() else np.nan,
         "clusters": f"{len(set(res.clusters))}/{tr['target']['n_updates']}",
+        "trained": f"{tr['n_query_cells_trained']}/{q.n_obs}",
         "seconds": dt,
     })
 

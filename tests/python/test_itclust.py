@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -24,6 +25,7 @@ from pybridge.models.itclust import (
     prepare,
     seurat_dispersion_hvg,
 )
+from pybridge.models.itclust._preprocess import resolve_min_genes
 from pybridge.models.itclust._model import _cluster_table
 from pybridge.models.itclust._module import kld, target_distribution
 from pybridge.models.itclust._preprocess import ScaledRows, merge_case
@@ -61,7 +63,7 @@ def _toy_counts(n_cells=60, genes=("A", "B", "mt-Co1", "ERCC-1", "a", "C"), seed
 # ----------------------------------------------------------------------------- config
 def test_config_defaults_follow_the_paper_and_reject_unknown_keys():
     cfg = ItClustConfig()
-    assert (cfg.min_genes, cfg.min_cells, cfg.target_sum, cfg.scale_clip) == (100, 10, 1e4, 6.0)
+    assert (cfg.min_genes, cfg.min_cells, cfg.target_sum, cfg.scale_clip) == ("auto", 10, 1e4, 6.0)
     assert (cfg.tol, cfg.alpha, cfg.batch_size, cfg.lr, cfg.momentum) == (0.001, 1.0, 256, 0.01, 0.9)
     assert (cfg.epochs_per_update, cfg.maxiter, cfg.dropout) == (5, 2000, 0.2)
     assert cfg.layerwise_lrs == (0.1, 0.01, 0.001) and len(cfg.pretrain_lrs) == 6
@@ -120,6 +122,29 @@ def test_prepare_filters_normalises_and_stays_sparse():
         prepare(X, genes, ItClustConfig(min_genes=1000), hvg=False, what="reference")
     with pytest.raises(ValueError, match="min_cells"):
         prepare(X, genes, ItClustConfig(min_genes=1, min_cells=10**6), hvg=False, what="reference")
+
+
+def test_min_genes_auto_keeps_the_paper_rule_for_transcriptomes_and_scales_it_for_panels():
+    assert resolve_min_genes("auto", 33000) == resolve_min_genes("auto", 10000) == 100  # the paper's threshold
+    assert resolve_min_genes("auto", 2000) == 20 and resolve_min_genes("auto", 765) == 8
+    assert resolve_min_genes(100, 2000) == 100 and resolve_min_genes(0, 5) == 0
+    assert ItClustConfig(min_genes=50.0).min_genes == 50  # R sends whole numbers as doubles
+    for bad in (-1, 2.5, "none", True):
+        with pytest.raises(ValueError, match="min_genes"):
+            ItClustConfig(min_genes=bad)
+    # a cell with 30 of 2000 genes is used under "auto" (threshold 20), not under the paper's fixed 100
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 2000, density=0.1, format="csr", random_state=1, data_rvs=lambda n: rng.integers(1, 5, n))
+    X = X.tolil()
+    X[0, :] = 0
+    X[0, :30] = 1
+    X = X.tocsr().astype(np.float32)
+    genes = pd.Index([f"G{i}" for i in range(2000)])
+    auto = prepare(X, genes, ItClustConfig(min_cells=1), hvg=False, what="query")
+    assert auto.min_genes == 20 and auto.used.all()
+    with pytest.warns(UserWarning, match="fewer than min_genes=100"):  # 1 of 4 cells: over the 20 % that warns
+        paper = prepare(X[:4], genes, ItClustConfig(min_genes=100, min_cells=1), hvg=False, what="query")
+    assert paper.min_genes == 100 and not paper.used[0] and paper.used[1:].all()
 
 
 def test_seurat_dispersion_picks_overdispersed_genes():
@@ -333,13 +358,21 @@ def test_predict_save_load_roundtrip(fitted, pair, tmp_path):
 
 def test_target_cells_below_min_genes_still_get_a_result(panc8_pair):
     r, q = panc8_pair  # indrop: most cells have < 100 of the file's 2000 genes
-    model = ItClust(seed=0, device="cpu", verbose=False, **FAST)
+    model = ItClust(seed=0, device="cpu", verbose=False, min_genes=100, **FAST)  # the paper's fixed threshold
     with pytest.warns(UserWarning, match="83 of the 100 query cells .* lower min_genes"):
         res = model.fit_predict(r, q)
     n_trained = model.fit_info_["n_query_cells_trained"]
-    assert n_trained < q.n_obs
+    assert n_trained == 17 and model.fit_info_["query_min_genes"] == 100
     assert len(res.clusters) == q.n_obs and np.isfinite(res.probabilities).all()
+    assert list(res.obs_names) == list(q.obs_names)
     assert model.cluster_table()["n_cells"].sum() == n_trained
+    # the default scales the threshold to the 2000-gene file: every cell is trained on, and nobody is warned
+    auto = ItClust(seed=0, device="cpu", verbose=False, **FAST)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*min_genes", category=UserWarning)
+        res = auto.fit_predict(r, q)
+    assert auto.fit_info_["query_min_genes"] == auto.fit_info_["reference_min_genes"] == 20
+    assert auto.fit_info_["n_query_cells_trained"] == q.n_obs == len(res.clusters)
 
 
 # ----------------------------------------------------------------------------- API and errors
