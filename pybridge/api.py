@@ -19,6 +19,17 @@ from .models.jind import JIND
 from .models.itclust import ItClust
 from .models.cicl import CICL
 from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
+from .data import check_counts, check_names, gene_overlap, get_labels
+
+
+def _check_gene_names(reference, query, *, upper: bool = False) -> None:
+    """Refuse, before training, a query that shares too few gene names with the reference (with the likely cause)."""
+    check_names(reference, "reference")
+    check_names(query, "query")
+    ref_genes, query_genes = reference.var_names.astype(str), query.var_names.astype(str)
+    if upper:  # the method matches genes case-insensitively
+        ref_genes, query_genes = ref_genes.str.upper(), query_genes.str.upper()
+    gene_overlap(ref_genes, query_genes, what="query", warn=False)
 
 
 def compute_scnym(
@@ -89,6 +100,11 @@ def compute_jind(
     """Train JIND on ``reference``, align ``query`` to it (and JIND+ with ``jind_plus=True``); return its AnnotationResult."""
     t0 = time.perf_counter()
     model = JIND(seed=seed, device=device, verbose=verbose, **config_overrides)
+    if query.n_obs == 1 and (model.config.align or model.config.jind_plus):  # checked before training
+        raise ValueError(
+            f"The query has {query.n_obs} cell(s); alignment and JIND+ need at least 2. "
+            "Pass align=False, jind_plus=False to annotate it with the reference model alone."
+        )
     model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer)
     result = model.predict(query, layer=layer)
     result.params["timings"]["total_s"] = time.perf_counter() - t0
@@ -122,6 +138,7 @@ def jind(
     ``jind_plus=True``, ``align=False``, ``outlier_fraction=0.1``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    check_key(query, key_added, "jind", warn=False)  # fail before training, not after
     result = compute_jind(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                           seed=seed, device=device, verbose=verbose, **config_overrides)
     return result.to_adata(query, key_added, copy=copy)
@@ -147,6 +164,7 @@ def compute_itclust(
     """
     t0 = time.perf_counter()
     model = ItClust(seed=seed, device=device, verbose=verbose, **config_overrides)
+    _check_gene_names(reference, query, upper=model.config.case_insensitive_genes)
     result = model.fit_predict(reference, query, labels_key=labels_key, layer=reference_layer, query_layer=layer)
     result.params["timings"]["total_s"] = time.perf_counter() - t0
     logger.info("itclust: %d cells in %d clusters (%d flagged as possible new types) in %.1fs", query.n_obs,
@@ -180,6 +198,7 @@ def itclust(
     ``clusters``). ``config_overrides`` are :class:`pybridge.ItClustConfig` options,
     e.g. ``min_cluster_confidence=0.6``. Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    check_key(query, key_added, "itclust", warn=False)
     result = compute_itclust(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                              seed=seed, device=device, verbose=verbose, **config_overrides)
     return result.to_adata(query, key_added, copy=copy)
@@ -235,6 +254,7 @@ def cicl(
     ``n_clusters=None`` estimates K. ``config_overrides`` are :class:`pybridge.CICLConfig`
     options, e.g. ``n_epochs=100``. Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    check_key(adata, key_added, "cicl", warn=False)
     result = compute_cicl(adata, n_clusters=n_clusters, reference=reference, layer=layer, seed=seed, device=device,
                           verbose=verbose, **config_overrides)
     return result.to_adata(adata, key_added, copy=copy)
@@ -260,6 +280,15 @@ def compute_nmf_transfer(
     run the paper's baselines.
     """
     t0 = time.perf_counter()
+    # the source NMF runs before the query is read: check the query (and the gene names) first
+    check_counts(adata, layer, what="query")
+    if adata.n_obs < 3:
+        raise ValueError(f"NMF transfer clusters the query, which has {adata.n_obs} cell(s); it needs at least 3.")
+    if reference is not None:
+        check_counts(reference, reference_layer, what="reference")
+        if labels_key is not None:
+            get_labels(reference, labels_key, what="reference")
+        _check_gene_names(reference, adata)
     result = run_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key, layer=layer,
                               reference_layer=reference_layer, seed=seed, device=device, verbose=verbose,
                               **config_overrides)
@@ -296,6 +325,7 @@ def nmf_transfer(
     ``mode="target"``, ``thetas=[0.5]``, ``gene_filter=False``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    check_key(adata, key_added, "nmf_transfer", warn=False)
     result = compute_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key,
                                   layer=layer, reference_layer=reference_layer, seed=seed, device=device,
                                   verbose=verbose, **config_overrides)

@@ -86,6 +86,22 @@ def write_output(adata, result, key_added: str, out: str | None, csv: str | None
         logger.info("wrote %s", out)
 
 
+def check_output(adata, key_added: str, method: str, out: str | None, source: str | None) -> None:
+    """Refuse, before any training, an output that could not be written."""
+    if not out:
+        return
+    if _is_rds(out):
+        if source is None or not _is_rds(source):
+            raise CLIError("--out *.rds needs the query to be an .rds file too (the annotated object is written back)")
+        return  # the R package checks the object's names when it stores the result
+    from .result import check_key
+
+    check_key(adata, key_added, method, warn=False)
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"cannot write {out!r}: the folder {str(parent)!r} does not exist")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -160,11 +176,14 @@ def _run(args) -> None:
         reference = read_input(args.reference, "reference")
         query = read_input(args.query, "query")
         kind, compute, _ = get_method(args.method)
+        check_output(query, args.key_added or args.method, args.method, args.out, args.query)
         result = compute(query, reference, labels_key=args.labels_key, layer=args.layer,
                          reference_layer=args.reference_layer, **common, **options)
         write_output(query, result, args.key_added or args.method, args.out, args.csv, args.query)
         _summary(result)
     elif args.command == "train":
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise CLIError(f"--out {args.out!r} exists and is not a folder; a model is saved as a folder")
         reference = read_input(args.reference, "reference")
         query = read_input(args.query, "query") if args.query else None
         est_cls = _estimator(args.method)
@@ -178,10 +197,11 @@ def _run(args) -> None:
     elif args.command == "predict":
         from ._io import read_meta
 
-        meta = read_meta(args.model)
+        meta = read_meta(args.model, warn=False)  # the estimator's load() warns about versions once
         est_cls = _estimator(meta["method"])
         model = est_cls.load(args.model, device=args.device, verbose=verbose, **options)
         query = read_input(args.query, "query")
+        check_output(query, args.key_added or meta["method"], meta["method"], args.out, args.query)
         result = model.predict(query, layer=args.layer)
         write_output(query, result, args.key_added or meta["method"], args.out, args.csv, args.query)
         _summary(result)
@@ -189,6 +209,7 @@ def _run(args) -> None:
         adata = read_input(args.input, "input")
         reference = read_input(args.reference, "reference") if args.reference else None
         kind, compute, _ = get_method(args.method)
+        check_output(adata, args.key_added or args.method, args.method, args.out, args.input)
         kw = dict(common, **options)
         if args.labels_key:
             kw["labels_key"] = args.labels_key

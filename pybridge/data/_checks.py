@@ -39,12 +39,8 @@ def check_names(adata, what: str) -> None:
         )
 
 
-def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.csr_matrix:
-    """Return the count matrix (cells x genes) as CSR float32, validated.
-
-    Sparse input stays sparse; a dense array is converted to CSR once.
-    """
-    check_names(adata, what)
+def _raw_matrix(adata, layer: str | None, what: str):
+    """The matrix in ``X`` or ``layer`` (not converted) and a name for messages."""
     if layer is None:
         X = adata.X
         where = f"{what}.X"
@@ -60,25 +56,58 @@ def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.cs
         raise ValueError(f"{where} is empty (None); put raw counts in .X or name a layer.")
     if hasattr(X, "to_memory"):  # backed / lazy arrays
         X = X.to_memory()
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float32)
-    else:
-        X = np.asarray(X)
-        if not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"{where} is not numeric (dtype {X.dtype}).")
-        X = sp.csr_matrix(X.astype(np.float32, copy=False))
-    data = X.data
-    if not np.all(np.isfinite(data)):
-        n_bad = int((~np.isfinite(data)).sum())
-        raise ValueError(
-            f"{where} contains {n_bad} NaN or infinite values; pybridge needs finite, "
-            "non-negative counts. Replace or remove them first."
-        )
+    return X, where
+
+
+def _check_values(data: np.ndarray, where: str) -> None:
+    """Finite and non-negative (``data``: the stored values of a sparse matrix, or a dense array)."""
+    if data.dtype == bool:
+        return
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise ValueError(f"{where} is not a real numeric matrix (dtype {data.dtype}); pass raw counts.")
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_bad = int(data.size - finite.sum())
+            raise ValueError(
+                f"{where} contains {n_bad} NaN or infinite values; pybridge needs finite, "
+                "non-negative counts. Replace or remove them first."
+            )
     if data.size and data.min() < 0:
         raise ValueError(
             f"{where} contains negative values (min {data.min():.3g}); pybridge expects raw, "
             "non-negative counts. Scaled or centred data (e.g. Seurat's scale.data) cannot be used."
         )
+
+
+def check_counts(adata, layer: str | None = None, *, what: str = "query") -> None:
+    """Validate names and values without converting the matrix (a pre-flight check before training)."""
+    check_names(adata, what)
+    X, where = _raw_matrix(adata, layer, what)
+    _check_values(X.data if sp.issparse(X) else np.asarray(X), where)
+
+
+def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.csr_matrix:
+    """Return the count matrix (cells x genes) as CSR float32, validated.
+
+    Sparse input stays sparse; a dense array is converted to CSR once.
+    Non-integer values that look like counts (max >= 30: estimated counts from
+    RSEM/Salmon, ambient-corrected counts, CPM) are accepted without a warning,
+    since every method normalises per cell; non-integer values below 30 look
+    log-transformed and warn.
+    """
+    check_names(adata, what)
+    X, where = _raw_matrix(adata, layer, what)
+    raw = X.data if sp.issparse(X) else np.asarray(X)
+    _check_values(raw, where)  # before the float32 cast, which would turn huge values into inf
+    with np.errstate(over="ignore"):
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=np.float32)
+        else:
+            X = sp.csr_matrix(np.asarray(X).astype(np.float32, copy=False))
+    data = X.data
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{where} holds values too large for float32 (max {raw.max():.3g}); pass raw counts.")
     if data.size and data.max() < 30 and np.any(np.abs(data - np.round(data)) > 1e-3):
         warnings.warn(
             f"{where} looks log-transformed or normalised (non-integer, max {data.max():.3g}); "

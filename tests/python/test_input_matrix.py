@@ -1,0 +1,362 @@
+"""The bad-input matrix (issue 8): every case against every method's public function.
+
+Each case is run through ``pybridge.<method>(...)`` with tiny synthetic data and the
+smallest settings each method allows (seconds for the whole file). Expected outcomes:
+
+* ``error``: a ValueError whose message names the problem (and the fix). These run
+  under the ``no_training`` guard, which makes any training loop raise
+  :class:`TrainingStarted` (a BaseException, so no ``except Exception`` hides it): the
+  check must fire *before* training, and the object must be left untouched.
+* ``warn``: a UserWarning naming the problem, and a complete result.
+* ``ok``: documented behaviour, checked by a property of the result.
+* ``n.a.``: the case does not apply (e.g. reference cases for CICL, which takes none).
+
+docs/input-checks.md is the same matrix in prose; its rows name these test ids.
+The estimators, the model files and the CLI are in test_input_matrix_models.py.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import pybridge
+from pybridge.api import COMPUTE
+
+METHODS = sorted(COMPUTE)
+#: the smallest settings each method allows on 48 cells x 80 genes (properties, not accuracy)
+TINY = {
+    "scnym": dict(n_epochs=2, min_epochs=1, patience=2, n_hidden=32, batch_size=32),
+    "jind": dict(n_top_genes=80, n_epochs=2, gan_epochs=1, gan_min_steps=1, gan_stop="epochs", n_latent=16,
+                 n_hidden=16, gan_hidden=16),
+    "itclust": dict(layerwise_epochs=3, pretrain_epochs=6, source_epochs=3, maxiter=2, min_genes=5, min_cells=3,
+                    hidden_dims=(16, 8), n_top_genes=80),
+    "cicl": dict(n_clusters=3, n_top_genes=80, n_layers=1, head_dim=16, ffn_dim=32, proj_hidden=32, proj_dim=16,
+                 n_epochs=1, kmeans_n_init=1, kmeans_n_init_train=1),
+    "nmf_transfer": dict(n_clusters=3, gene_filter=False, thetas=(0.5,), nmf_max_iter=50, kmeans_n_init=2,
+                         nmf_refine=False),
+}
+TYPES = np.array(["A", "B", "C"])
+#: modules whose training loops report progress through ``progress()``
+TRAINING_MODULES = ["pybridge.models.scnym", "pybridge.models.jind", "pybridge.models.itclust._model",
+                    "pybridge.models.cicl", "pybridge.models.nmf_transfer._model"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def toy(n_cells=48, n_genes=80, seed=0, prefix="c") -> ad.AnnData:
+    """Poisson counts of three cell types, each with 10 marker genes; labels in obs['cell_type']."""
+    rng = np.random.default_rng(seed)
+    lab = np.arange(n_cells) % 3
+    mu = np.full((3, n_genes), 2.0)
+    for t in range(3):
+        mu[t, t * 10:(t + 1) * 10] = 15.0
+    a = ad.AnnData(sp.csr_matrix(rng.poisson(mu[lab]).astype(np.float32)))
+    a.obs_names = [f"{prefix}{i}" for i in range(n_cells)]
+    a.var_names = [f"G{j}" for j in range(n_genes)]
+    a.obs["cell_type"] = pd.Categorical(TYPES[lab])
+    return a
+
+
+def is_annotation(method: str) -> bool:
+    return COMPUTE[method][0] == "annotation"
+
+
+def takes_reference(method: str) -> bool:
+    return method != "cicl"
+
+
+def run(method: str, query, reference=None, **kw):
+    """The public function of ``method`` with its tiny settings (CICL gets no reference)."""
+    opts = {**TINY[method], "device": "cpu", "verbose": False, **kw}
+    fn = getattr(pybridge, method)
+    if method == "cicl":
+        return fn(query, **opts)
+    if is_annotation(method):
+        return fn(query, reference, **opts)
+    return fn(query, reference=reference, **opts)
+
+
+class TrainingStarted(BaseException):
+    """Raised by the guard when a training loop starts."""
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    def progress(*args, **kwargs):
+        raise TrainingStarted("training started before the input was validated")
+
+    for mod in TRAINING_MODULES:
+        monkeypatch.setattr(f"{mod}.progress", progress)
+
+
+def snapshot(a: ad.AnnData) -> dict:
+    return {"obs": a.obs.copy(), "obsm": dict(a.obsm), "uns": dict(a.uns), "X": a.X.copy(),
+            "var_names": a.var_names.copy()}
+
+
+def assert_unchanged(a: ad.AnnData, before: dict) -> None:
+    pd.testing.assert_frame_equal(a.obs, before["obs"])
+    assert set(a.obsm) == set(before["obsm"]) and set(a.uns) == set(before["uns"])
+    assert a.var_names.equals(before["var_names"])
+    Xa, Xb = a.X, before["X"]
+    if sp.issparse(Xa):
+        Xa, Xb = Xa.toarray(), Xb.toarray()
+    np.testing.assert_array_equal(Xa, Xb)
+
+
+def labels_written(method: str, a: ad.AnnData) -> pd.Series:
+    """The label (annotation) or mapped type (clustering) column a method wrote under its default key."""
+    if is_annotation(method) and method != "itclust":
+        return a.obs[method]
+    return a.obs[f"{method}_cell_type"]
+
+
+def assert_complete(method: str, a: ad.AnnData) -> None:
+    assert method in a.obs and a.obs[method].notna().all()
+    conf = a.obs[f"{method}_confidence"].to_numpy()
+    assert np.all(np.isfinite(conf)) and np.all((conf >= 0) & (conf <= 1 + 1e-6))
+    assert a.uns[method]["method"] == method
+
+
+def with_X(a: ad.AnnData, X) -> ad.AnnData:
+    a = a.copy()
+    a.X = X
+    return a
+
+
+def set_cell(a, value, where=(0, 0)):
+    X = a.X.toarray()
+    X[where] = value
+    return with_X(a, sp.csr_matrix(X))
+
+
+# ============================================================================ the case table
+# name -> (build(ref, query) -> (query, reference), {method: expectation}, default expectation)
+# expectation: ("error", regex) | ("warn", regex) | ("ok", None) | ("n.a.", reason)
+NO_REF = ("n.a.", "CICL takes no reference")
+
+
+def _renamed(a, names):
+    a = a.copy()
+    a.var_names = names
+    return a
+
+
+def _relabel(a, values):
+    a = a.copy()
+    a.obs["cell_type"] = values
+    return a
+
+
+CASES = {
+    # ---- input shape
+    "empty_query_cells": (lambda r, q: (q[:0].copy(), r), {}, ("error", "has no cells")),
+    "empty_query_genes": (lambda r, q: (q[:, :0].copy(), r), {}, ("error", "has no genes")),
+    "empty_reference": (lambda r, q: (q, r[:0].copy()), {"cicl": NO_REF}, ("error", "reference has no cells")),
+    "one_cell_query": (lambda r, q: (q[:1].copy(), r), {
+        "scnym": ("ok", None),
+        "jind": ("error", "has 1 cell.*align=False, jind_plus=False"),
+        "itclust": ("error", "min_cells"),
+        "cicl": ("error", "at least 10 cells"),
+        "nmf_transfer": ("error", "it needs at least 3"),
+    }, None),
+    "one_gene_query": (lambda r, q: (q[:, :1].copy(), r), {
+        "cicl": ("error", "Only 1 genes vary"),
+    }, ("error", "shares only 1 of the 80")),
+    "reference_one_class": (lambda r, q: (q, _relabel(r, "A")), {"cicl": NO_REF}, ("error", "single class")),
+    "class_with_one_cell": (lambda r, q: (q, _relabel(r, ["Rare"] + list(r.obs["cell_type"].astype(str)[1:]))),
+                            {"cicl": NO_REF}, ("ok", None)),
+    "no_shared_genes": (lambda r, q: (_renamed(q, [f"X{i}" for i in range(q.n_vars)]), r), {"cicl": NO_REF},
+                        ("error", "shares only 0 of the 80")),
+    "overlap_below_10pct": (lambda r, q: (_renamed(q, [f"G{i}" if i < 5 else f"X{i}" for i in range(q.n_vars)]), r),
+                            {"cicl": NO_REF}, ("error", r"shares only 5 of the 80 .*\(6.2%\)")),
+    "gene_case_differs": (lambda r, q: (_renamed(q, [f"g{i}" for i in range(q.n_vars)]), r), {
+        "cicl": NO_REF,
+        "itclust": ("ok", None),  # documented: ItClust matches upper-cased symbols (case_insensitive_genes=True)
+    }, ("error", "match when case is ignored")),
+    "ensembl_vs_symbols": (lambda r, q: (_renamed(q, [f"ENSG{i:011d}" for i in range(q.n_vars)]), r),
+                           {"cicl": NO_REF}, ("error", "the query uses Ensembl IDs but the reference/model uses gene symbols")),
+    "duplicated_genes_query": (lambda r, q: (_renamed(q, ["G0", *q.var_names[1:-1], "G0"]), r), {},
+                               ("error", r"1 duplicated gene names \('G0'\).*var_names_make_unique")),
+    "duplicated_genes_reference": (lambda r, q: (q, _renamed(r, ["G0", *r.var_names[1:-1], "G0"])), {"cicl": NO_REF},
+                                   ("error", "reference has 1 duplicated gene names")),
+    "duplicated_cells_query": (lambda r, q: (q[[0, 0, *range(2, q.n_obs)]].copy(), r), {},
+                               ("error", "duplicated cell names.*obs_names_make_unique")),
+    "duplicated_cells_reference": (lambda r, q: (q, r[[0, 0, *range(2, r.n_obs)]].copy()), {"cicl": NO_REF},
+                                   ("error", "reference has 1 duplicated cell names")),
+    "cell_names_collide": (lambda r, q: (q, r), {"cicl": NO_REF}, ("ok", None)),  # see the builder below
+    # ---- values
+    "nan_in_query": (lambda r, q: (set_cell(q, np.nan), r), {}, ("error", "1 NaN or infinite values")),
+    "inf_in_query": (lambda r, q: (set_cell(q, np.inf), r), {}, ("error", "1 NaN or infinite values")),
+    "negative_in_query": (lambda r, q: (set_cell(q, -1.0), r), {}, ("error", "negative values.*scale.data")),
+    "negative_in_reference": (lambda r, q: (q, set_cell(r, -1.0)), {"cicl": NO_REF},
+                              ("error", "reference.X contains negative values")),
+    "missing_layer": (lambda r, q: (q, r), {}, ("error", "Layer 'counts' is not in the")),
+    "log_normalised_as_counts": (lambda r, q: (with_X(q, sp.csr_matrix(np.log1p(q.X.toarray()))), r), {},
+                                 ("warn", "looks log-transformed")),
+    "non_integer_counts": (lambda r, q: (with_X(q, q.X * 1.37), r), {}, ("ok", None)),
+    "all_zero_cell_and_gene": (lambda r, q: (set_cell(set_cell(q, 0.0, (slice(None), 3)), 0.0, (0, slice(None))), r),
+                               {"nmf_transfer": ("ok", None)}, ("warn", "1 cells have no counts")),
+    "dense_integer_matrix": (lambda r, q: (with_X(q, q.X.toarray().astype(np.int64)), r), {}, ("ok", None)),
+    # ---- metadata
+    "labels_column_missing": (lambda r, q: (q, r[:, :].copy()), {"cicl": NO_REF},
+                              ("error", "labels_key='cell_type' is not a column.*available columns")),
+    "labels_all_na": (lambda r, q: (q, _relabel(r, pd.Categorical([None] * r.n_obs, categories=["A"]))),
+                      {"cicl": NO_REF}, ("error", "entirely NA")),
+    "labels_partly_na": (lambda r, q: (q, _relabel(r, [None] * 5 + list(r.obs["cell_type"].astype(str)[5:]))),
+                         {"cicl": NO_REF}, ("warn", "5 reference cells have no label")),
+    "labels_numeric": (lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.codes.astype(int))), {"cicl": NO_REF},
+                       ("ok", None)),
+    "labels_factor_unused_levels": (lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.add_categories(["unused"]))),
+                                    {"cicl": NO_REF}, ("ok", None)),
+    "labels_spaces_slashes_unicode": (
+        lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.rename_categories(["T cell / CD4+", "Zelltyp ä β", "x_y"]))),
+        {"cicl": NO_REF}, ("ok", None)),
+}
+
+
+def build(case: str, method: str):
+    ref, query = toy(), toy(seed=1, prefix="q")
+    if case == "cell_names_collide":
+        query.obs_names = ref.obs_names  # the same names in both objects
+    if case == "labels_column_missing":
+        del ref.obs["cell_type"]
+    query, ref = CASES[case][0](ref, query)
+    kw = {"layer": "counts"} if case == "missing_layer" else {}
+    return query, ref, kw
+
+
+def expectation(case: str, method: str):
+    _, overrides, default = CASES[case]
+    return overrides.get(method, default)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_case(case, method, monkeypatch):
+    kind, what = expectation(case, method)
+    if kind == "n.a.":
+        pytest.skip(f"n.a.: {what}")
+    query, ref, kw = build(case, method)
+    before = snapshot(query)
+    if kind == "error":
+        def progress(*args, **kwargs):
+            raise TrainingStarted("training started before the input was validated")
+
+        for mod in TRAINING_MODULES:
+            monkeypatch.setattr(f"{mod}.progress", progress)
+        with pytest.raises(ValueError, match=what):
+            run(method, query, ref, **kw)
+        assert_unchanged(query, before)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(method, query, ref, **kw)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert_complete(method, query)
+    if kind == "warn":
+        assert any(re.search(what, m) for m in messages), messages
+    # properties of the documented behaviours
+    if case == "non_integer_counts":
+        assert not any("log-transformed" in m for m in messages)
+    if case in {"labels_numeric", "labels_factor_unused_levels", "labels_spaces_slashes_unicode",
+                "class_with_one_cell"}:
+        expected = {"labels_numeric": {"0", "1", "2"}, "labels_factor_unused_levels": {"A", "B", "C"},
+                    "labels_spaces_slashes_unicode": {"T cell / CD4+", "Zelltyp ä β", "x_y"},
+                    "class_with_one_cell": {"A", "B", "C", "Rare"}}[case]
+        classes = set(query.uns[method].get("classes", query.uns[method].get("source_classes", [])))
+        if method == "itclust":
+            classes = set(query.uns[method]["source_types"])
+        assert classes == expected, classes
+        written = set(labels_written(method, query).astype(str)) - {"Unassigned"}
+        assert written <= expected
+    if case == "cell_names_collide":
+        assert list(query.obs_names) == list(ref.obs_names)  # nothing was renamed
+
+
+# ============================================================================ output keys and re-runs
+@pytest.mark.parametrize("method", METHODS)
+def test_foreign_column_under_the_key_is_refused_before_training(method, no_training):
+    ref, q = toy(), toy(seed=1, prefix="q")
+    q.obs[method] = "user data"
+    before = snapshot(q)
+    with pytest.raises(ValueError, match=f"obs\\['{method}'\\] already exists and was written by something other"):
+        run(method, q, ref)
+    assert_unchanged(q, before)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rerun_replaces_only_own_output_and_says_so(method):
+    ref, q = toy(), toy(seed=1, prefix="q")
+    q.obs["keep_me"] = 1.5
+    q.obsm["X_user"] = np.ones((q.n_obs, 2))
+    run(method, q, ref)
+    with pytest.warns(UserWarning, match=f"Replacing the previous {method} output"):
+        run(method, q, ref, seed=1)
+    assert (q.obs["keep_me"] == 1.5).all() and np.all(q.obsm["X_user"] == 1)
+    other = "scnym" if method != "scnym" else "jind"
+    before = snapshot(q)
+    with pytest.raises(ValueError, match=f"written by pybridge {method}"):
+        run(other, q, ref, key_added=method)
+    assert_unchanged(q, before)
+
+
+# ============================================================================ environment
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_requested_without_gpu_is_a_clear_error(method, no_training):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    ref, q = toy(), toy(seed=1, prefix="q")
+    with pytest.raises(ValueError, match="device='cuda' was requested but no CUDA GPU.*'cpu' or device='auto'"):
+        run(method, q, ref, device="cuda")
+    with pytest.raises(ValueError, match="Unknown device 'gpu'"):
+        run(method, q, ref, device="gpu")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_option_is_a_type_error_naming_the_valid_ones(method, no_training):
+    ref, q = toy(), toy(seed=1, prefix="q")
+    with pytest.raises(TypeError, match="Unknown .*Config option\\(s\\): n_epoch\\b.*Valid options"):
+        run(method, q, ref, n_epoch=3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_interrupt_mid_training_leaves_the_object_unchanged(method, monkeypatch):
+    """KeyboardInterrupt at the first progress step of training: it propagates, and nothing was written."""
+    import pybridge.train as tr
+
+    class InterruptingBar:
+        def __init__(self, *args, **kwargs):
+            self.bar = tr.progress(*args, **kwargs)
+
+        def update(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.bar, name)
+
+    for mod in TRAINING_MODULES:
+        monkeypatch.setattr(f"{mod}.progress", InterruptingBar)
+    ref, q = toy(), toy(seed=1, prefix="q")
+    cfg = {"nmf_refine": True} if method == "nmf_transfer" else {}  # the refinement loop reports progress
+    before = snapshot(q)
+    with pytest.raises(KeyboardInterrupt):
+        run(method, q, ref, **cfg)
+    assert_unchanged(q, before)
