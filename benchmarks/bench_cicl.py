@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--out", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None)
+    p.add_argument("--label", default="", help="suffix for the CICL rows' method name, e.g. the variant")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -160,6 +161,8 @@ def main(argv=None) -> int:
                 lab2, k2, t2, _ = run_cicl(a, None, args.seed, args.device, overrides)
                 assert k2 == k_hat, (k2, k_hat)
                 results["cicl_estK"] = (lab2, k2, t2)
+        if args.label:
+            results = {(f"{m}_{args.label}" if m.startswith("cicl") else m): v for m, v in results.items()}
         for method, (pred, n_clu, secs) in results.items():
             ari, nmi = score(y, pred)
             rows.append(dict(dataset=name, cells=a.n_obs, types=k, method=method, k=n_clu, ari=ari, nmi=nmi,
@@ -205,6 +208,7 @@ def markdown(rows, args, overrides) -> str:
         f"pybridge {pybridge.__version__}, torch {torch.__version__}, device {args.device}, "
         f"{args.threads} thread(s), {platform.processor() or platform.machine()}, seed {args.seed}. "
         f"CICL config: n_epochs={cfg.n_epochs}, batch_size={cfg.batch_size}, lr={cfg.lr}, attention={cfg.attention}, "
+        f"norm={cfg.norm}, "
         f"pseudo_labels={cfg.pseudo_labels}, losses={cfg.instance_loss}+{cfg.lam}*{cfg.cluster_loss}, "
         f"augmentation={cfg.augmentation}, k_estimator={cfg.k_estimator}.\n\n"
     )

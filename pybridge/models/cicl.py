@@ -106,8 +106,10 @@ from ..result import ClusteringResult
 from ..train import History, Timer, make_rng, progress, seed_everything
 from ._base import _version, make_config
 
+NORMS = ("post", "pre", "none")
 _CHOICES = {
     "attention": ("cell", "batch"),
+    "norm": NORMS,
     "pseudo_labels": ("batch", "once"),
     "instance_loss": ("ntxent", "infonce"),
     "cluster_loss": ("supcon", "fne"),
@@ -126,6 +128,7 @@ class CICLConfig:
     max_value: float | None = 10.0  # clip z-scores to [-10, 10]; None = no clipping (paper)
     # encoder (paper Table 2 / reference code)
     attention: str = "cell"
+    norm: str = "post"  # LayerNorm placement: "post" (paper), "pre" or "none" (see EncoderLayer)
     n_layers: int = 4
     n_heads: int = 2
     head_dim: int = 512
@@ -194,24 +197,34 @@ class CICLConfig:
 
 # ============================================================================ modules
 class EncoderLayer(nn.Module):
-    """Post-LayerNorm Transformer layer on cells of width ``d`` (paper Eq. 3-7).
+    """Transformer layer on cells of width ``d`` (paper Eq. 3-7).
 
     ``attend_across_cells=False``: each cell is a sequence of one token, so the
     attention output is ``W_O W_V x`` (softmax over one key is 1).
     ``True``: the cells of the input tensor attend to each other.
+
+    ``norm``: where the per-cell LayerNorm sits. ``"post"`` (paper):
+    ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``, so every layer's output has
+    zero mean and unit variance across genes in each cell. ``"pre"``:
+    ``x = x + Attn(LN(x)); x = x + FFN(LN(x))``, the sublayers see normalised
+    input but the residual stream (and the output) keeps the input's scale.
+    ``"none"``: ``x = x + Attn(x); x = x + FFN(x)``, no LayerNorm at all.
     """
 
     def __init__(self, d: int, n_heads: int, head_dim: int, ffn_dim: int, dropout: float,
-                 attend_across_cells: bool):
+                 attend_across_cells: bool, norm: str = "post"):
         super().__init__()
-        self.n_heads, self.head_dim, self.across = n_heads, head_dim, attend_across_cells
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}, not {norm!r}.")
+        self.n_heads, self.head_dim, self.across, self.norm = n_heads, head_dim, attend_across_cells, norm
         inner = n_heads * head_dim
         self.value = nn.Linear(d, inner, bias=False)
         if attend_across_cells:
             self.query = nn.Linear(d, inner, bias=False)
             self.key = nn.Linear(d, inner, bias=False)
         self.out = nn.Linear(inner, d, bias=False)
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        if norm != "none":
+            self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d))
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
@@ -225,19 +238,25 @@ class EncoderLayer(nn.Module):
         return self.out(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop1(self.attention(x)))
-        return self.norm2(x + self.drop2(self.ffn(x)))
+        if self.norm == "post":
+            x = self.norm1(x + self.drop1(self.attention(x)))
+            return self.norm2(x + self.drop2(self.ffn(x)))
+        if self.norm == "pre":
+            x = x + self.drop1(self.attention(self.norm1(x)))
+            return x + self.drop2(self.ffn(self.norm2(x)))
+        x = x + self.drop1(self.attention(x))
+        return x + self.drop2(self.ffn(x))
 
 
 class CICLEncoder(nn.Module):
     """Stack of :class:`EncoderLayer`; maps (cells, G) to (cells, G)."""
 
     def __init__(self, n_genes: int, n_layers: int = 4, n_heads: int = 2, head_dim: int = 512, ffn_dim: int = 1024,
-                 dropout: float = 0.2, attention: str = "cell"):
+                 dropout: float = 0.2, attention: str = "cell", norm: str = "post"):
         super().__init__()
         across = attention == "batch"
         self.layers = nn.ModuleList(
-            EncoderLayer(n_genes, n_heads, head_dim, ffn_dim, dropout, across) for _ in range(n_layers)
+            EncoderLayer(n_genes, n_heads, head_dim, ffn_dim, dropout, across, norm) for _ in range(n_layers)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -691,7 +710,8 @@ class CICL:
         noise_gen = torch.Generator(device=dev).manual_seed(self.seed)
         km_gen = torch.Generator().manual_seed(self.seed)
         G = Xh.shape[1]
-        enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention).to(dev)
+        enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention,
+                          cfg.norm).to(dev)
         head = ProjectionHead(G, cfg.proj_hidden, cfg.proj_dim).to(dev)
         self.encoder_, self.head_ = enc, head
         opt = torch.optim.Adam([
@@ -824,13 +844,14 @@ class CICL:
         """Load a model written by :meth:`save` (never unpickles)."""
         tensors, meta = _io.load_model(path, cls.method, device="cpu")
         valid = {f.name for f in dataclasses.fields(CICLConfig)}
-        obj = cls({k: v for k, v in meta["config"].items() if k in valid}, seed=meta.get("seed", 0), device=device,
-                  verbose=verbose)
+        saved = {k: v for k, v in meta["config"].items() if k in valid}
+        saved.setdefault("norm", "post")  # models saved before the option existed are post-LN
+        obj = cls(saved, seed=meta.get("seed", 0), device=device, verbose=verbose)
         cfg = obj.config
         obj.prep_ = _Prep(pd.Index(meta["genes"]).astype(str), tensors["prep.mean"].numpy(),
                           tensors["prep.std"].numpy(), float(meta["target_sum"]))
         G = len(obj.prep_.genes)
-        enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention)
+        enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention, cfg.norm)
         enc.load_state_dict(split_state(tensors, "enc"))
         head = ProjectionHead(G, cfg.proj_hidden, cfg.proj_dim)
         head.load_state_dict(split_state(tensors, "head"))

@@ -164,6 +164,28 @@ def test_encoder_cell_scope_is_per_cell_and_batch_scope_mixes_cells():
     assert not any("query" in n for n, _ in cell.named_parameters())  # no unused projections
 
 
+def test_norm_placement_decides_whether_the_encoder_keeps_each_cells_scale():
+    torch.manual_seed(0)
+    x = torch.randn(6, 16)
+    x3 = torch.cat([x, 3 * x])  # the same cells at three times the scale
+    enc = {n: CICLEncoder(16, n_layers=2, n_heads=2, head_dim=8, ffn_dim=32, dropout=0.0, norm=n).eval()
+           for n in ("post", "pre", "none")}
+    with torch.no_grad():
+        out = {n: e(x3) for n, e in enc.items()}
+    # post-LN (paper): every layer ends in a per-cell LayerNorm, so the output ignores the cell's scale
+    torch.testing.assert_close(out["post"][:6], out["post"][6:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["post"].mean(1), torch.zeros(12), atol=1e-5, rtol=0)
+    # pre-LN and no LN: the residual stream carries the input, so the scaled cells stay apart
+    for n in ("pre", "none"):
+        ratio = out[n][6:].norm(dim=1) / out[n][:6].norm(dim=1)
+        assert (ratio > 1.5).all(), (n, ratio)
+    # pre and post have the same parameters (only their order of use differs); "none" has no LayerNorm
+    assert [k for k, _ in enc["pre"].named_parameters()] == [k for k, _ in enc["post"].named_parameters()]
+    assert not any("norm" in k for k, _ in enc["none"].named_parameters())
+    with pytest.raises(ValueError, match="norm"):
+        CICLConfig(norm="layer")
+
+
 # ----------------------------------------------------------------------------- preprocessing
 def test_normalized_dispersion_nan_for_silent_genes_and_matches_scanpy(cellbench):
     from pybridge.data import get_counts, normalize_total
@@ -266,6 +288,21 @@ def test_save_load_predict_reproduces_clusters(fitted, small, tmp_path):
     assert np.array_equal(loaded.predict(shuffled).clusters, fitted.result_.clusters)
 
 
+def test_models_saved_without_a_norm_option_load_as_post_ln(small, tmp_path):
+    """pre- and post-LN share parameter names, so the saved option must decide; older files were post-LN."""
+    import json
+
+    post = CICL(n_clusters=5, seed=0, **{**SMALL, "n_epochs": 1, "norm": "post"}).fit(small)
+    post.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "pybridge.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["norm"]
+    meta_path.write_text(json.dumps(meta))
+    loaded = CICL.load(tmp_path / "m", device="cpu", verbose=False)
+    assert loaded.config.norm == "post"
+    np.testing.assert_allclose(loaded.transform(small), post.result_.embedding, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -275,6 +312,9 @@ def test_save_load_predict_reproduces_clusters(fitted, small, tmp_path):
         dict(augmentation="code"),
         dict(lam=0.0),
         dict(batch_size=64),
+        dict(norm="post"),
+        dict(norm="pre"),
+        dict(norm="none"),
     ],
     ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()),
 )
