@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -69,9 +70,21 @@ def read_input(path, what: str):
         raise CLIError(f"could not read {what} {str(p)!r} as .h5ad ({type(err).__name__}: {err})") from None
 
 
+def _atomic(path, write) -> None:
+    """Write to a temporary name next to ``path`` and rename it: an interrupted run leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_output(adata, result, key_added: str, out: str | None, csv: str | None, source: str | None) -> None:
     if csv:
-        result.to_dataframe().to_csv(csv)
+        _atomic(csv, lambda p: result.to_dataframe().to_csv(p))
         logger.info("wrote %s", csv)
     if out:
         if _is_rds(out):
@@ -79,10 +92,10 @@ def write_output(adata, result, key_added: str, out: str | None, csv: str | None
 
             if source is None or not _is_rds(source):
                 raise CLIError("--out *.rds needs the query to be an .rds file too (the annotated object is written back)")
-            write_result_rds(source, out, result, key_added)
+            _atomic(out, lambda p: write_result_rds(source, p, result, key_added))
         else:
             result.to_adata(adata, key_added)
-            adata.write_h5ad(out)
+            _atomic(out, adata.write_h5ad)
         logger.info("wrote %s", out)
 
 
@@ -231,15 +244,17 @@ def _summary(result) -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quiet:
-        warnings.simplefilter("ignore")
-    else:
+    handler, level = None, logger.level
+    if not args.quiet:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("pybridge: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
-        _run(args)
+        with warnings.catch_warnings():  # --quiet silences warnings for this call only
+            if args.quiet:
+                warnings.simplefilter("ignore")
+            _run(args)
     except (CLIError, ValueError, TypeError, KeyError, RuntimeError, OSError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"pybridge: error: {msg}", file=sys.stderr)
@@ -247,6 +262,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pybridge: interrupted; no output was written", file=sys.stderr)
         return 130
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
     return 0
 
 
