@@ -1,0 +1,356 @@
+"""Run the benchmark: every (tool, task) in its own subprocess, scored, written to CSV + RESULTS.md + plots.
+
+Per call the harness records the tool's own time (``seconds``: the call alone, as
+measured inside the process), the process wall time (``wall_s``: interpreter or R
+start-up, package import and file reading included) and the peak resident memory of
+the process (``peak_rss_mb``: ``wait4`` max RSS, and psutil samples of the process
+tree when psutil is installed). A call that exceeds ``--timeout`` or ``--mem-limit-gb``
+is killed and recorded as ``timeout`` / ``out of memory``; a tool that is not
+installed gets one ``not installed`` row per table, not an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import tasks as T
+from .metrics import annotation_scores, clustering_scores, reliability
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Tool:
+    name: str
+    group: str  # "pybridge" or "peer"
+    runner: str  # "py", "r" or "scvi"
+    annotation: bool  # scored as an annotator on transfer tasks
+    clusters: str  # "" | "transfer" (clusters of the query of a transfer task) | "sets" | "both"
+    full: dict = field(default_factory=dict)
+    quick: dict = field(default_factory=dict)
+    needs_k: bool = False  # given the true number of types of the data it clusters
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+TOOLS = {t.name: t for t in [
+    Tool("pybridge_scnym", "pybridge", "py", True, "", full={"reject": True},
+         quick={"reject": True, "n_epochs": 3, "min_epochs": 1}, label="pybridge scNym"),
+    Tool("pybridge_jind", "pybridge", "py", True, "", quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
+         label="pybridge JIND"),
+    Tool("pybridge_itclust", "pybridge", "py", True, "transfer",
+         quick={"layerwise_epochs": 3, "pretrain_epochs": 6, "source_epochs": 3, "maxiter": 2},
+         label="pybridge ItClust"),
+    Tool("pybridge_nmf_transfer", "pybridge", "py", False, "transfer", quick={"thetas": [0.5], "kmeans_n_init": 2},
+         needs_k=True, label="pybridge NMF transfer"),
+    Tool("pybridge_cicl", "pybridge", "py", False, "sets", quick={"n_epochs": 2}, needs_k=True, label="pybridge CICL"),
+    Tool("logreg", "peer", "py", True, "", label="logistic regression"),
+    Tool("seurat", "peer", "r", True, "", label="Seurat transfer"),
+    Tool("singler", "peer", "r", True, "", label="SingleR"),
+    Tool("celltypist", "peer", "py", True, "", label="CellTypist"),
+    Tool("scanvi", "peer", "scvi", True, "", quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI"),
+    Tool("pca_leiden", "peer", "py", False, "both", needs_k=True, label="PCA+Leiden (K-matched)"),
+    Tool("pca_kmeans", "peer", "py", False, "both", needs_k=True, label="PCA+KMeans"),
+]}
+
+
+def tool_applies(tool: Tool, kind: str) -> bool:
+    if kind == "transfer":
+        return tool.annotation or tool.clusters in ("transfer", "both")
+    return tool.clusters in ("sets", "both")
+
+
+# ---------------------------------------------------------------- one subprocess
+def _tree_rss_mb(proc) -> float:
+    try:
+        import psutil
+
+        p = psutil.Process(proc.pid)
+        rss = p.memory_info().rss
+        for c in p.children(recursive=True):
+            try:
+                rss += c.memory_info().rss
+            except psutil.Error:
+                pass
+        return rss / 2**20
+    except Exception:
+        return 0.0
+
+
+def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float | None) -> dict:
+    """Run ``cmd``; return status, wall time, peak RSS (MB) and return code."""
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        peak, status, ru = 0.0, None, None
+        while True:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                rc = os.waitstatus_to_exitcode(st)
+                break
+            peak = max(peak, _tree_rss_mb(proc))
+            elapsed = time.perf_counter() - t0
+            if elapsed > timeout:
+                status = f"timeout (> {timeout:.0f} s)"
+            elif mem_limit_mb and peak > mem_limit_mb:
+                status = f"out of memory (> {mem_limit_mb / 1024:.0f} GB)"
+            if status:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _, st, ru = os.wait4(proc.pid, 0)
+                rc = os.waitstatus_to_exitcode(st)
+                break
+            time.sleep(0.2 if elapsed < 10 else 0.5)
+        proc.returncode = rc
+    wall = time.perf_counter() - t0
+    peak = max(peak, ru.ru_maxrss / 1024.0 if ru is not None else 0.0)
+    if status is None:
+        if rc == 0:
+            status = "ok"
+        elif rc in (-9, 137):
+            status = "killed (likely out of memory)"
+        else:
+            status = "error"
+    return {"status": status, "wall_s": wall, "peak_rss_mb": peak, "rc": rc}
+
+
+def env_for(threads: int) -> dict:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS"):
+        env[k] = str(threads)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONWARNINGS"] = "ignore"
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def command(tool: Tool, task_dir: Path, out_dir: Path, opts: dict, args, device: str) -> list:
+    if tool.runner == "r":
+        return ["Rscript", str(ROOT / "benchmarks" / "peers_r.R"), tool.name, str(task_dir), str(out_dir),
+                str(args.seed)]
+    py = sys.executable
+    if tool.runner == "scvi":
+        from .peers import scvi_python
+
+        py = scvi_python() or py
+    return [py, "-m", "benchmarks.worker", tool.name, str(task_dir), str(out_dir), "--opts", json.dumps(opts),
+            "--seed", str(args.seed), "--device", device, "--threads", str(args.threads)]
+
+
+def error_text(run_dir: Path) -> str:
+    for name in ("error.txt", "log.txt"):
+        f = run_dir / name
+        if f.exists():
+            lines = [l for l in f.read_text(errors="replace").strip().splitlines() if l.strip()]
+            if lines:
+                return (lines[0] if name == "error.txt" else lines[-1])[:300]
+    return ""
+
+
+def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_name: str = "CPU",
+            extra_opts: dict | None = None, run_root: Path | None = None) -> tuple[dict, pd.DataFrame | None]:
+    """Run and score one (tool, task); returns the CSV row and the reliability bins (or None)."""
+    opts = dict(tool.quick if args.quick else tool.full)
+    if tool.needs_k:
+        opts["n_clusters"] = prep.n_types
+    opts.update(extra_opts or {})
+    run_dir = (run_root or args.out / "runs") / T.safe(prep.name) / (tool.name + ("" if device == "cpu" else "__gpu"))
+    row = {"task": prep.name, "kind": prep.kind, "tool": tool.name, "tool_label": tool.display, "group": tool.group,
+           "device": device_name, "n_ref": prep.n_ref, "n_query": prep.n_query, "n_genes": prep.n_genes,
+           "true_k": prep.n_types, "opts": json.dumps(opts, sort_keys=True)}
+    done = run_dir / "row.json"
+    if args.resume and done.exists():
+        old = json.loads(done.read_text())
+        if old.get("opts") == row["opts"] and old.get("status") != "error":
+            rel = run_dir / "reliability.csv"
+            return old, (pd.read_csv(rel) if rel.exists() else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("pred.csv", "meta.json", "error.txt"):
+        (run_dir / f).unlink(missing_ok=True)
+    res = call(command(tool, prep.dir, run_dir, opts, args, device), env=env_for(args.threads),
+               log=run_dir / "log.txt", timeout=args.timeout, mem_limit_mb=args.mem_limit_gb * 1024)
+    row.update(res)
+    rel = None
+    if res["status"] == "ok" and not (run_dir / "pred.csv").exists():
+        row["status"] = "error"
+    if row["status"] == "ok":
+        meta = json.loads((run_dir / "meta.json").read_text())
+        row["seconds"] = meta.get("seconds")
+        row["rss_before_mb"] = meta.get("rss_before_mb")
+        row["notes"] = json.dumps(meta.get("notes", {}), default=str)
+        if meta.get("device_name"):
+            row["device"] = meta["device_name"]
+        pred = pd.read_csv(run_dir / "pred.csv", dtype={"label": str, "raw_label": str, "cluster": str},
+                           keep_default_na=False, na_values={"confidence": ["NA", ""], "score": ["NA", ""]})
+        if prep.kind == "transfer" and "raw_label" in pred:
+            row.update(annotation_scores(pred, prep.truth, prep.ref_classes))
+            seen = np.isin(prep.truth, prep.ref_classes)
+            conf = pd.to_numeric(pred.get("confidence", pd.Series(np.nan, index=pred.index)), errors="coerce")
+            if tool.annotation and np.isfinite(conf.to_numpy()).any():
+                ok = pred["raw_label"].astype(str).to_numpy()[seen] == prep.truth[seen]
+                rel = reliability(conf.to_numpy()[seen], ok)
+                rel.insert(0, "tool", tool.name)
+                rel.insert(0, "task", prep.name)
+                rel.to_csv(run_dir / "reliability.csv", index=False)
+        labels = pred["cluster"] if "cluster" in pred else pred["raw_label"]
+        row.update(clustering_scores(labels.astype(str).to_numpy(), prep.truth))
+    else:
+        row["error"] = error_text(run_dir)
+    done.write_text(json.dumps(row, default=str))
+    return row, rel
+
+
+# ---------------------------------------------------------------- suite
+def gpu_name() -> str | None:
+    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.get_device_name(0) "
+                        "if torch.cuda.is_available() else '')"], capture_output=True, text=True)
+    name = r.stdout.strip()
+    return name or None
+
+
+def select(names: str | None, default: list, known: list, what: str) -> list:
+    if not names:
+        return default
+    out = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in out if n not in known]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)}; known: {', '.join(known)}")
+    return out
+
+
+def run_suite(args) -> pd.DataFrame:
+    from .peers import availability
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    prep_root = args.out / "prepared"
+    ann_tasks = T.QUICK_ANNOTATION if args.quick else T.ANNOTATION_TASKS
+    clu_sets = T.QUICK_CLUSTERING if args.quick else T.CLUSTERING_SETS
+    task_names = select(args.tasks, ann_tasks + clu_sets, T.ANNOTATION_TASKS + T.CLUSTERING_SETS, "task")
+    tools = [TOOLS[n] for n in select(args.tools, list(TOOLS), list(TOOLS), "tool")]
+    gpu = None if args.no_gpu else gpu_name()
+    rows, rels = [], []
+    missing = {}
+    for tool in tools:
+        ok, why = availability(tool.name)
+        if not ok:
+            missing[tool.name] = why
+            print(f"[bench] {tool.name}: {why}", flush=True)
+    t_start = time.perf_counter()
+    for name in task_names:
+        kind = "transfer" if name in T.ANNOTATION_TASKS else "clustering"
+        prep = (T.prepare_transfer(name, args.data, prep_root) if kind == "transfer"
+                else T.prepare_clustering(name, args.data, prep_root))
+        for tool in tools:
+            if not tool_applies(tool, kind):
+                continue
+            if tool.name in missing:
+                row = {"task": name, "kind": kind, "tool": tool.name, "tool_label": tool.display,
+                       "group": tool.group, "device": "", "status": missing[tool.name]}
+                d = args.out / "runs" / T.safe(name) / tool.name
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "row.json").write_text(json.dumps(row))
+                rows.append(row)
+                continue
+            devices = [("cpu", "CPU")] + ([("cuda", gpu)] if gpu and tool.group == "pybridge" else [])
+            for dev, dev_name in devices:
+                row, rel = run_one(tool, prep, args, device=dev, device_name=dev_name)
+                rows.append(row)
+                if rel is not None and dev == "cpu":
+                    rels.append(rel)
+                msg = " ".join(f"{k}={row[k]:.3f}" for k in ("acc", "macro_f1", "ari", "seconds", "peak_rss_mb")
+                               if isinstance(row.get(k), float))
+                print(f"[bench] {name:28s} {tool.name:22s} {dev:4s} {row['status']:10s} {msg} "
+                      f"(elapsed {time.perf_counter() - t_start:.0f}s)", flush=True)
+                pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
+    return collect(args.out, rows, rels, merge=args.resume)
+
+
+def collect(out: Path, rows: list, rels: list, merge: bool) -> pd.DataFrame:
+    """Write results.csv / reliability.csv: this run's rows, plus (``merge``) every other finished run in ``out``."""
+    if merge:
+        seen = {(r["task"], r["tool"], r.get("device", "")) for r in rows}
+        for f in sorted((out / "runs").glob("*/*/row.json")):
+            r = json.loads(f.read_text())
+            if (r["task"], r["tool"], r.get("device", "")) not in seen:
+                rows.append(r)
+                rel = f.parent / "reliability.csv"
+                if rel.exists() and r.get("device", "CPU") == "CPU":
+                    rels.append(pd.read_csv(rel))
+    df = pd.DataFrame(rows)
+    order = {n: i for i, n in enumerate(T.ANNOTATION_TASKS + T.CLUSTERING_SETS)}
+    torder = {n: i for i, n in enumerate(TOOLS)}
+    df = df.sort_values(by=["task", "tool"], key=lambda c: c.map(order if c.name == "task" else torder).fillna(999),
+                        kind="stable").reset_index(drop=True)
+    df.to_csv(out / "results.csv", index=False)
+    if rels:
+        pd.concat(rels).to_csv(out / "reliability.csv", index=False)
+    else:
+        (out / "reliability.csv").unlink(missing_ok=True)
+    return df
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "scale":
+        from .scale import main as scale_main
+
+        return scale_main(argv[1:])
+    if argv and argv[0] == "report":
+        from .report import main as report_main
+
+        return report_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m benchmarks",
+                                description="pybridge vs peers on the reference->query tasks and clustering sets. "
+                                            "Subcommands: 'scale' (simulated timing run), 'report' (rewrite the page "
+                                            "from an existing results.csv).")
+    p.add_argument("--quick", action="store_true", help="one small task and one clustering set, few epochs (smoke run)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the .h5ad files (default ../shared/data)")
+    p.add_argument("--tools", default=None, help=f"comma-separated subset of: {', '.join(TOOLS)}")
+    p.add_argument("--tasks", default=None, help="comma-separated task / clustering-set names")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder for results.csv, runs/, plots/ and RESULTS.md "
+                        "(default benchmarks/out; --quick: benchmarks/out/quick)")
+    p.add_argument("--results-md", type=Path, default=None,
+                   help="where to write the Markdown page (default <out>/RESULTS.md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="threads per tool call (BLAS/OpenMP/torch)")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per tool call")
+    p.add_argument("--mem-limit-gb", type=float, default=16, help="kill a call whose process tree exceeds this")
+    p.add_argument("--resume", action="store_true", help="reuse finished (tool, task) runs found in <out>/runs")
+    p.add_argument("--no-gpu", action="store_true", help="do not add GPU runs even when CUDA is available")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "out" / ("quick" if args.quick else "full")
+    args.out = args.out.resolve()
+    args.data = args.data.resolve()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    df = run_suite(args)
+    from .report import write_report
+
+    md = args.results_md or (args.out / "RESULTS.md")
+    info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
+            "load_end": os.getloadavg(), "quick": args.quick, "threads": args.threads, "seed": args.seed,
+            "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data)}
+    (args.out / "run_info.json").write_text(json.dumps(info))
+    write_report(df, args.out, md, run_info=info)
+    print(f"[bench] wrote {args.out / 'results.csv'} and {md}")
+    return 0

@@ -1,0 +1,473 @@
+"""Markdown results page and PNG plots from the harness's results.csv.
+
+    python -m benchmarks report [--out benchmarks/out/full] [--results-md benchmarks/RESULTS.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TIE = 0.005  # differences in accuracy / ARI below this count as ties
+
+
+# ---------------------------------------------------------------- environment
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                ram = int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    n = os.cpu_count()
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    return {"cpu": cpu, "cores": n, "ram_gb": ram, "os": platform.platform()}
+
+
+def _pyver(mod: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(mod)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict:
+    v = {"python": platform.python_version()}
+    for m in ("pybridge", "torch", "numpy", "scikit-learn", "scanpy", "anndata", "leidenalg", "celltypist"):
+        v[m] = _pyver(m)
+    from .peers import scvi_python
+
+    py = scvi_python()
+    v["scvi-tools"] = "not installed"
+    if py:
+        r = subprocess.run([py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), "
+                            "v('torch'))"], capture_output=True, text=True)
+        if r.returncode == 0:
+            sv, tv = r.stdout.split()
+            v["scvi-tools"] = f"{sv} (separate env, torch {tv})" if py != sys.executable else sv
+    try:
+        r = subprocess.run(["Rscript", "-e", "cat(R.version$major, '.', R.version$minor, sep=''); cat(' ');"
+                            "for (p in c('Seurat','SingleR')) cat(tryCatch(as.character(packageVersion(p)),"
+                            "error=function(e) 'not-installed'), '')"], capture_output=True, text=True, timeout=120)
+        parts = r.stdout.split()
+        v["R"], v["Seurat"], v["SingleR"] = (parts + ["?"] * 3)[:3]
+    except (OSError, subprocess.SubprocessError):
+        v["R"] = v["Seurat"] = v["SingleR"] = "not installed"
+    return v
+
+
+# ---------------------------------------------------------------- tables
+def fmt(x, nd=3):
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return ""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if abs(x) >= 100:
+            return f"{x:.0f}"
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def md_table(df: pd.DataFrame, cols: list, names: list | None = None, nd: dict | None = None) -> str:
+    names = names or cols
+    nd = nd or {}
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(fmt(r.get(c), nd.get(c, 3)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["device"].fillna("CPU") == "CPU")]
+
+
+def tool_order(df: pd.DataFrame) -> list:
+    from .harness import TOOLS
+
+    return [t for t in TOOLS if t in set(df["tool"])]
+
+
+def label_of(tool: str) -> str:
+    from .harness import TOOLS
+
+    return TOOLS[tool].display if tool in TOOLS else tool
+
+
+def annotation_frame(df):
+    from .harness import TOOLS
+
+    d = ok_rows(df)
+    return d[(d["kind"] == "transfer") & d["tool"].map(lambda t: TOOLS[t].annotation if t in TOOLS else False)]
+
+
+def means(d: pd.DataFrame, cols: list) -> pd.DataFrame:
+    g = d.groupby("tool")
+    m = g[cols].mean(numeric_only=True)
+    m.insert(0, "tasks", g.size())
+    m = m.reindex([t for t in tool_order(d) if t in m.index])
+    m.insert(0, "tool_label", [label_of(t) for t in m.index])
+    return m.reset_index()
+
+
+def wins(d: pd.DataFrame, metric: str, ours: list, peers: list) -> pd.DataFrame:
+    """Per (pybridge method, peer): mean difference of ``metric`` over the tasks both finished, and W/L/T counts."""
+    rows = []
+    piv = d.pivot_table(index="task", columns="tool", values=metric)
+    for a in ours:
+        for b in peers:
+            if a not in piv or b not in piv:
+                continue
+            both = piv[[a, b]].dropna()
+            if both.empty:
+                continue
+            diff = both[a] - both[b]
+            rows.append({"pybridge": label_of(a), "peer": label_of(b), "tasks": len(both),
+                         "mean_diff": diff.mean(), "wins": int((diff > TIE).sum()), "losses": int((diff < -TIE).sum()),
+                         "ties": int((diff.abs() <= TIE).sum()), "max_gain": diff.max(), "max_loss": diff.min()})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- plots
+def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    a = annotation_frame(df)
+    cmap = plt.get_cmap("tab10")
+    if not a.empty:
+        tools = tool_order(a)
+        tasks = list(dict.fromkeys(a["task"]))
+        piv = a.pivot_table(index="task", columns="tool", values="acc").reindex(index=tasks, columns=tools)
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks) + 2), 4.2))
+        w = 0.8 / max(1, len(tools))
+        x = np.arange(len(tasks))
+        for i, t in enumerate(tools):
+            ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
+                   edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
+        ax.set_xticks(x)
+        ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
+        lo = np.nanmin(piv.to_numpy()) if np.isfinite(piv.to_numpy()).any() else 0
+        ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.0)
+        ax.set_ylabel("accuracy (shared types, before rejection)")
+        ax.set_title("Accuracy per task and tool (pybridge outlined)")
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plot_dir / "accuracy_per_task.png", dpi=90)
+        plt.close(fig)
+        out["accuracy"] = "accuracy_per_task.png"
+
+        m = means(a, ["acc", "seconds"])
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for i, r in m.iterrows():
+            ax.scatter(r["seconds"], r["acc"], s=50, color=cmap(i % 10),
+                       edgecolor="black" if r["tool"].startswith("pybridge") else "none")
+            ax.annotate(r["tool_label"], (r["seconds"], r["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("mean seconds per task (tool call, CPU; shared machine)")
+        ax.set_ylabel("mean accuracy over tasks")
+        ax.set_title("Time vs accuracy (annotation tasks)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plot_dir / "time_vs_accuracy.png", dpi=90)
+        plt.close(fig)
+        out["time"] = "time_vs_accuracy.png"
+
+    if rel is not None and not rel.empty:
+        g = rel.groupby(["tool", "bin"])[["n", "correct", "conf_sum"]].sum().reset_index()
+        tools = [t for t in tool_order(df) if t in set(g["tool"])]
+        fig, ax = plt.subplots(figsize=(6, 5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
+        for i, t in enumerate(tools):
+            s = g[(g["tool"] == t) & (g["n"] > 0)]
+            ax.plot(s["conf_sum"] / s["n"], s["correct"] / s["n"], marker="o", ms=3, color=cmap(i % 10),
+                    label=label_of(t), lw=1.8 if t.startswith("pybridge") else 1.0)
+        ax.set_xlabel("confidence (bin mean)")
+        ax.set_ylabel("accuracy in bin")
+        ax.set_title("Reliability, pooled over annotation tasks (10 bins)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plot_dir / "reliability.png", dpi=90)
+        plt.close(fig)
+        out["reliability"] = "reliability.png"
+
+    c = ok_rows(df)
+    c = c[c["ari"].notna() & ((c["kind"] == "clustering") | c["tool"].isin(
+        ["pybridge_itclust", "pybridge_nmf_transfer", "pca_leiden", "pca_kmeans"]))]
+    if not c.empty:
+        tools = tool_order(c)
+        tasks = list(dict.fromkeys(c["task"]))
+        piv = c.pivot_table(index="task", columns="tool", values="ari").reindex(index=tasks, columns=tools)
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(tasks) + 2), 4.2))
+        w = 0.8 / max(1, len(tools))
+        x = np.arange(len(tasks))
+        for i, t in enumerate(tools):
+            ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
+                   edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
+        ax.set_xticks(x)
+        ax.set_xticklabels(tasks, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("ARI")
+        ax.set_title("Clustering ARI (transfer-task queries and clustering sets)")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plot_dir / "clustering_ari.png", dpi=90)
+        plt.close(fig)
+        out["ari"] = "clustering_ari.png"
+    return out
+
+
+# ---------------------------------------------------------------- page
+def r_overhead_section() -> list:
+    f = ROOT / "benchmarks" / "results_r_overhead.md"
+    if not f.exists():
+        return ["R-call overhead: `benchmarks/results_r_overhead.md` not found (run `benchmarks/bench_r_overhead.py`)."]
+    r = subprocess.run(["git", "log", "-1", "--format=%cs %h", "--", str(f)], cwd=ROOT, capture_output=True, text=True)
+    when = r.stdout.strip() or "uncommitted"
+    text = f.read_text().splitlines()
+    lines = [f"Not re-run by this command: cited from `benchmarks/results_r_overhead.md` (commit {when}; "
+             "`benchmarks/bench_r_overhead.py`, scNym 2 epochs, 10,000-cell simulated query, 5,000-cell reference, "
+             "on this machine under load). The bridge alone (R object -> Python -> result written back, no model):",
+             ""]
+    try:
+        i = next(k for k, l in enumerate(text) if l.startswith("The bridge alone"))
+        tbl = []
+        for l in text[i + 1:]:
+            if l.startswith("|"):
+                tbl.append(l)
+            elif tbl:
+                break
+        lines += tbl
+    except StopIteration:
+        lines.append("(table not found in the file)")
+    return lines
+
+
+def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = None) -> None:
+    run_info = run_info or {}
+    rel_path = out / "reliability.csv"
+    rel = pd.read_csv(rel_path) if rel_path.exists() else None
+    md = Path(md)
+    plot_dir = md.parent / "plots"
+    figs = plots(df, rel, plot_dir)
+    mach = machine()
+    ver = versions()
+    for c in ("acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari", "nmi",
+              "seconds", "wall_s", "peak_rss_mb", "k_found"):
+        if c not in df:
+            df[c] = np.nan
+    L = ["# pybridge benchmark: pybridge vs peer tools", ""]
+    quick = run_info.get("quick")
+    if quick:
+        L += ["**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
+              "that every tool runs end to end; they are not results.", ""]
+    L += [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; whole run {fmt(run_info.get('wall_min'), 1)} min; "
+          f"command `python -m benchmarks {run_info.get('argv', '')}`",
+          f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
+          f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
+          f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}: **the 2 cores were shared with other jobs, so wall times "
+          "are inflated and noisy**; accuracies are unaffected.",
+          f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
+          f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
+          "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
+          f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
+          ]
+    gpu_rows = df[(df["status"] == "ok") & (df["device"].fillna("CPU") != "CPU") & (df["device"].fillna("") != "")]
+    if gpu_rows.empty:
+        L.append("- GPU: **no CUDA GPU was available on this machine, so there is no GPU column**; the harness adds "
+                 "one automatically (pybridge methods run a second time with `device='cuda'`) when "
+                 "`torch.cuda.is_available()`.")
+    else:
+        L.append(f"- GPU: {gpu_rows['device'].iloc[0]} (pybridge methods; the 'GPU s' columns).")
+    L += ["", "## How it was run", "",
+          "- Every tool gets the same matrices: per task the reference and query are cut to their shared genes once "
+          "(reference order), counts as stored (panc8's non-integer values unrounded; each tool normalises them its "
+          "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
+          "are excluded from accuracy / F1 and scored as 'unseen'.",
+          "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
+          "`reject=True` (JIND-style per-class thresholds; training unchanged) so that it has a rejection rule; "
+          "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
+          "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
+          "clustering (ARI/NMI of its clusters).",
+          "- Peers: logistic regression on log1p(CPM) (no rejection); Seurat v4 `FindTransferAnchors` + `TransferData` "
+          "(reference PCA, 30 dims; confidence = prediction.score.max; no rejection); SingleR (classic markers on "
+          "log1p(1e4-normalised) data; rejection = its pruned labels; its scores are correlations, so no ECE; the "
+          "unseen-type AUROC uses the top-minus-median score); CellTypist trained on the reference (no hub model; "
+          "rejection = no class probability >= 0.5, CellTypist's 'prob match' rule); scANVI (scVI 50 + scANVI 20 "
+          "epochs, 2000 reference HVGs, capped for the CPU budget; no rejection).",
+          "- Clustering peers use scanpy (normalize 1e4, log1p, 2000 HVGs, scale, 50 PCs): KMeans with the true K, "
+          "and Leiden on the 15-NN graph with the **resolution bisected until it gives the true K** (reached K and "
+          "resolution in the CSV notes) - an advantage a user without labels does not have.",
+          "- Metrics: accuracy and macro-F1 of the label before rejection on shared types; `acc kept` = accuracy on the "
+          "shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
+          "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
+          "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
+          "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process (start-up, "
+          "imports, reading files; R start-up and Seurat loading included); `MB` = peak RSS of the process.",
+          ""]
+
+    a = annotation_frame(df)
+    ours_ann = [t for t in tool_order(a) if t.startswith("pybridge")]
+    peers_ann = [t for t in tool_order(a) if not t.startswith("pybridge")]
+    if not a.empty:
+        L += ["## Headline: annotation (mean over reference -> query tasks)", ""]
+        m = means(a, ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"])
+        L += [md_table(m, ["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds",
+                           "wall_s", "peak_rss_mb"],
+                       ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"],
+                       nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}), ""]
+        w = wins(a, "acc", ours_ann, peers_ann)
+        if not w.empty:
+            wf = wins(a, "macro_f1", ours_ann, peers_ann)
+            w["wlt"] = w["wins"].astype(str) + " / " + w["losses"].astype(str) + " / " + w["ties"].astype(str)
+            w["f1_diff"] = wf["mean_diff"].to_numpy()
+            w["f1_wlt"] = (wf["wins"].astype(str) + " / " + wf["losses"].astype(str) + " / "
+                           + wf["ties"].astype(str)).to_numpy()
+            L += ["### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
+                  "W / L / T = tasks won / lost / tied within 0.005)", "",
+                  md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff",
+                               "f1_wlt"],
+                           ["pybridge", "peer", "tasks", "mean acc diff", "acc W / L / T", "best task", "worst task",
+                            "mean F1 diff", "F1 W / L / T"]),
+                  ""]
+        u = a[a["rej_unseen"].notna()]
+        if not u.empty:
+            L += ["### Unseen cell type (Zheng: B cells absent from the reference)", "",
+                  md_table(u.assign(tool_label=u["tool"].map(label_of)),
+                           ["tool_label", "acc", "rej_seen", "rej_unseen", "auroc_unseen"],
+                           ["tool", "accuracy (shared)", "rejected shared", "rejected B cells",
+                            "AUROC unseen vs seen"]), ""]
+    c_sets = ok_rows(df)
+    c_sets = c_sets[c_sets["kind"] == "clustering"]
+    c_tr = ok_rows(df)
+    c_tr = c_tr[(c_tr["kind"] == "transfer") & c_tr["tool"].isin(["pybridge_itclust", "pybridge_nmf_transfer",
+                                                                   "pca_leiden", "pca_kmeans"])]
+    for title, d in (("clustering sets (true K given)", c_sets),
+                     ("transfer clustering (queries of the reference -> query tasks)", c_tr)):
+        if d.empty:
+            continue
+        L += [f"## Headline: {title}", ""]
+        m = means(d, ["ari", "nmi", "k_found", "seconds", "wall_s", "peak_rss_mb"])
+        L += [md_table(m, ["tool_label", "tasks", "ari", "nmi", "k_found", "seconds", "wall_s", "peak_rss_mb"],
+                       ["tool", "sets", "ARI", "NMI", "mean K found", "s", "wall s", "peak MB"],
+                       nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "k_found": 1}), ""]
+        ours = [t for t in tool_order(d) if t.startswith("pybridge")]
+        w = wins(d, "ari", ours, [t for t in tool_order(d) if not t.startswith("pybridge")])
+        if not w.empty:
+            w["wlt"] = w["wins"].astype(str) + " / " + w["losses"].astype(str) + " / " + w["ties"].astype(str)
+            L += [md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss"],
+                           ["pybridge", "peer", "sets", "mean ARI diff", "ARI W / L / T", "best", "worst"]), ""]
+    if figs:
+        L += ["## Plots", ""]
+        for key, title in (("accuracy", "Accuracy per task"), ("time", "Time vs accuracy"),
+                           ("reliability", "Reliability diagram"), ("ari", "Clustering ARI")):
+            if key in figs:
+                L += [f"![{title}](plots/{figs[key]})", ""]
+
+    L += ["## Per-task results", ""]
+    gpu = not gpu_rows.empty
+    for task in dict.fromkeys(df["task"]):
+        d = df[(df["task"] == task) & (df["device"].fillna("CPU").isin(["CPU", ""]))].copy()
+        if d.empty:
+            continue
+        kind = d["kind"].iloc[0]
+        first = d[d["status"] == "ok"].head(1)
+        size = ""
+        if not first.empty:
+            f0 = first.iloc[0]
+            size = (f"reference {int(f0['n_ref'])} cells, query {int(f0['n_query'])} cells, {int(f0['n_genes'])} "
+                    f"shared genes, {int(f0['true_k'])} query types" if kind == "transfer" else
+                    f"{int(f0['n_query'])} cells, {int(f0['n_genes'])} genes, {int(f0['true_k'])} types")
+        L += [f"### {task}", "", size, ""]
+        d["tool_label"] = d["tool"].map(label_of)
+        d["status_note"] = d.apply(lambda r: "" if r["status"] == "ok" else
+                                   (r["status"] + (f": {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else "")),
+                                   axis=1)
+        if gpu:
+            g = df[(df["task"] == task) & ~df["device"].fillna("CPU").isin(["CPU", ""]) & (df["status"] == "ok")]
+            d["gpu_s"] = d["tool"].map(dict(zip(g["tool"], g["seconds"])))
+        extra = (["gpu_s"], ["GPU s"]) if gpu else ([], [])
+        if kind == "transfer":
+            cols = ["tool_label", "acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari",
+                    "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
+            names = ["tool", "acc", "F1", "acc kept", "rej", "rej unseen", "AUROC unseen", "ECE", "ARI", "s"] + \
+                extra[1] + ["wall s", "MB", "note"]
+            if d["rej_unseen"].isna().all():
+                cols = [c for c in cols if c not in ("rej_unseen", "auroc_unseen")]
+                names = [n for n in names if n not in ("rej unseen", "AUROC unseen")]
+        else:
+            cols = ["tool_label", "ari", "nmi", "k_found", "seconds"] + extra[0] + ["wall_s", "peak_rss_mb",
+                                                                                     "status_note"]
+            names = ["tool", "ARI", "NMI", "K", "s"] + extra[1] + ["wall s", "MB", "note"]
+        L += [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1}), ""]
+
+    bad = df[df["status"] != "ok"]
+    L += ["## Not run or failed", ""]
+    if bad.empty:
+        L += ["Every (tool, task) call finished.", ""]
+    else:
+        for _, r in bad.iterrows():
+            err = r.get("error") if isinstance(r.get("error"), str) else ""
+            L.append(f"- {r['tool']} on {r['task']}: {r['status']}" + (f" ({err})" if err else ""))
+        L.append("")
+    L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
+    scale_md = md.parent / "SCALE.md"
+    if scale_md.exists() and not quick:
+        L += ["## Scale (simulated data)", "",
+              f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
+        txt = scale_md.read_text().splitlines()
+        keep = False
+        for l in txt:
+            if l.startswith("## Summary"):
+                keep = True
+                continue
+            if keep and l.startswith("## "):
+                break
+            if keep:
+                L.append(l)
+        L.append("")
+    md.write_text("\n".join(L).rstrip() + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks report")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "full")
+    p.add_argument("--results-md", type=Path, default=None)
+    p.add_argument("--info", type=Path, default=None, help="run_info JSON (default <out>/run_info.json)")
+    a = p.parse_args(argv)
+    df = pd.read_csv(a.out / "results.csv")
+    info_path = a.info or (a.out / "run_info.json")
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    write_report(df, a.out, a.results_md or (a.out / "RESULTS.md"), info)
+    return 0
