@@ -291,7 +291,10 @@ def availability(tool: str) -> tuple[bool, str]:
         py = scvi_python()
         if py is None:
             return False, "not installed (scvi-tools; see benchmarks/README.md for the separate .venv-bench)"
-        r = subprocess.run([py, "-c", "import scvi, anndata"], capture_output=True, text=True)
+        try:
+            r = subprocess.run([py, "-c", "import scvi, anndata"], capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as err:
+            return False, f"not installed ({py} cannot run: {type(err).__name__})"
         if r.returncode != 0:
             return False, f"not installed ({py} cannot import scvi: {r.stderr.strip().splitlines()[-1][:120] if r.stderr.strip() else 'error'})"
         return True, ""
@@ -299,8 +302,11 @@ def availability(tool: str) -> tuple[bool, str]:
         if shutil.which("Rscript") is None:
             return False, "not installed (no Rscript)"
         pkg = {"seurat": "Seurat", "singler": "SingleR"}[tool]
-        r = subprocess.run(["Rscript", "-e", f"cat(as.character(packageVersion('{pkg}')))"], capture_output=True,
-                           text=True)
+        try:
+            r = subprocess.run(["Rscript", "-e", f"cat(as.character(packageVersion('{pkg}')))"],
+                               capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as err:
+            return False, f"not installed (Rscript failed: {type(err).__name__})"
         if r.returncode != 0:
             return False, f"not installed (R package {pkg})"
         return True, ""

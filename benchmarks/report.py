@@ -63,9 +63,12 @@ def versions() -> dict:
     py = scvi_python()
     v["scvi-tools"] = "not installed"
     if py:
-        r = subprocess.run([py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), "
-                            "v('torch'))"], capture_output=True, text=True)
-        if r.returncode == 0:
+        try:
+            r = subprocess.run([py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), "
+                                "v('torch'))"], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            r = None
+        if r is not None and r.returncode == 0:
             sv, tv = r.stdout.split()
             v["scvi-tools"] = f"{sv} (separate env, torch {tv})" if py != sys.executable else sv
     try:

@@ -1,0 +1,65 @@
+"""The benchmark suite's smoke run (``python -m benchmarks --quick``) writes a sane CSV, page and plots.
+
+Runs a subset of tools on the quick task (panc8 celseq2 held out) and the quick
+clustering set, in a temporary folder. scANVI is pointed at an interpreter that
+does not exist, so the "not installed" path is exercised on every machine.
+Nothing here checks speed or how good a tool is beyond "better than chance".
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("PYBRIDGE_DATA", ROOT.parent / "shared" / "data"))
+TOOLS = "pybridge_scnym,pybridge_cicl,logreg,seurat,pca_kmeans,scanvi"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_run(tmp_path):
+    if not (DATA_DIR / "panc8_small.h5ad").exists() or not (DATA_DIR / "cellbench_sc_celseq2_5cl_p2.h5ad").exists():
+        pytest.skip(f"benchmark data not in {DATA_DIR}")
+    out = tmp_path / "bench"
+    env = dict(os.environ, PYBRIDGE_BENCH_SCVI_PYTHON=str(tmp_path / "no-such-python"), MPLBACKEND="Agg")
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data", str(DATA_DIR), "--out", str(out),
+                        "--tools", TOOLS, "--threads", "1", "--timeout", "600"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["task"]) == {"panc8:celseq2", "cellbench_sc_celseq2_5cl_p2"}
+    scanvi = df[df["tool"] == "scanvi"]
+    assert len(scanvi) == 1 and scanvi["status"].iloc[0].startswith("not installed")
+
+    ann = df[(df["task"] == "panc8:celseq2") & (df["status"] == "ok")].set_index("tool")
+    for tool in ("pybridge_scnym", "logreg"):
+        assert tool in ann.index, df[["task", "tool", "status"]].to_string()
+    seurat = df[df["tool"] == "seurat"]["status"].iloc[0]
+    assert seurat == "ok" or seurat.startswith("not installed"), seurat
+    # 6 query types: chance accuracy is ~0.2-0.4; a trained logistic regression is far above it
+    assert ann.loc["logreg", "acc"] > 0.8
+    for tool, r_ in ann.iterrows():
+        if pd.notna(r_.get("acc")):
+            assert 0.0 <= r_["acc"] <= 1.0 and 0.0 <= r_["macro_f1"] <= 1.0
+            assert 0.0 <= r_["rej_seen"] <= 1.0
+        assert r_["seconds"] > 0 and r_["wall_s"] >= r_["seconds"]
+        assert 50 < r_["peak_rss_mb"] < 16 * 1024  # a Python/R process with data loaded, below the memory cap
+    assert 0.0 <= ann.loc["logreg", "ece"] <= 1.0
+
+    clu = df[(df["task"] == "cellbench_sc_celseq2_5cl_p2") & (df["status"] == "ok")].set_index("tool")
+    assert {"pybridge_cicl", "pca_kmeans"} <= set(clu.index)
+    assert (clu["k_found"] <= 5).all() and (clu["ari"].between(-0.5, 1.0)).all()
+    assert clu.loc["pca_kmeans", "ari"] > 0.5  # five cell lines separate easily
+
+    page = (out / "RESULTS.md").read_text()
+    assert "Quick smoke run" in page and "## Per-task results" in page
+    assert "no CUDA GPU" in page or "GPU:" in page
+    assert "scanvi" in page and "not installed" in page
+    for png in ("accuracy_per_task.png", "time_vs_accuracy.png", "reliability.png", "clustering_ari.png"):
+        f = out / "plots" / png
+        assert f.exists() and f.stat().st_size > 2000 and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
