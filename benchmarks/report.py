@@ -169,7 +169,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         tools = tool_order(a)
         tasks = list(dict.fromkeys(a["task"]))
         piv = a.pivot_table(index="task", columns="tool", values="acc").reindex(index=tasks, columns=tools)
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks) + 2), 4.2))
+        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(tasks) + 4), 4.2))
         w = 0.8 / max(1, len(tools))
         x = np.arange(len(tasks))
         for i, t in enumerate(tools):
@@ -181,7 +181,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.0)
         ax.set_ylabel("accuracy (shared types, before rejection)")
         ax.set_title("Accuracy per task and tool (pybridge outlined)")
-        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         fig.savefig(plot_dir / "accuracy_per_task.png", dpi=90)
@@ -195,6 +195,11 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
                        edgecolor="black" if r["tool"].startswith("pybridge") else "none")
             ax.annotate(r["tool_label"], (r["seconds"], r["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("mean seconds per task (tool call, CPU; shared machine)")
         ax.set_ylabel("mean accuracy over tasks")
         ax.set_title("Time vs accuracy (annotation tasks)")
@@ -210,12 +215,12 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         fig, ax = plt.subplots(figsize=(6, 5))
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
         for i, t in enumerate(tools):
-            s = g[(g["tool"] == t) & (g["n"] > 0)]
+            s = g[(g["tool"] == t) & (g["n"] >= 10)]
             ax.plot(s["conf_sum"] / s["n"], s["correct"] / s["n"], marker="o", ms=3, color=cmap(i % 10),
                     label=label_of(t), lw=1.8 if t.startswith("pybridge") else 1.0)
         ax.set_xlabel("confidence (bin mean)")
         ax.set_ylabel("accuracy in bin")
-        ax.set_title("Reliability, pooled over annotation tasks (10 bins)")
+        ax.set_title("Reliability, pooled over annotation tasks\n(10 bins; bins with >= 10 cells)", fontsize=10)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7)
@@ -232,7 +237,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         tools = tool_order(c)
         tasks = list(dict.fromkeys(c["task"]))
         piv = c.pivot_table(index="task", columns="tool", values="ari").reindex(index=tasks, columns=tools)
-        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(tasks) + 2), 4.2))
+        fig, ax = plt.subplots(figsize=(max(7, 0.8 * len(tasks) + 4), 4.2))
         w = 0.8 / max(1, len(tools))
         x = np.arange(len(tasks))
         for i, t in enumerate(tools):
@@ -242,7 +247,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         ax.set_xticklabels(tasks, rotation=35, ha="right", fontsize=7)
         ax.set_ylabel("ARI")
         ax.set_title("Clustering ARI (transfer-task queries and clustering sets)")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         fig.savefig(plot_dir / "clustering_ari.png", dpi=90)

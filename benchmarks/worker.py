@@ -118,7 +118,8 @@ def run(tool: str, task_dir: Path, opts: dict, seed: int, device: str, threads: 
 
     task = json.loads((task_dir / "task.json").read_text())
     query = read_side(task_dir, "query")
-    ref = read_side(task_dir, "ref") if task["kind"] == "transfer" else None
+    query_only = tool in ("pybridge_cicl", "pca_leiden", "pca_kmeans")  # cluster the query alone
+    ref = read_side(task_dir, "ref") if task["kind"] == "transfer" and not query_only else None
     before = rss_mb()
     if tool in ("pybridge_scnym", "pybridge_jind"):
         out, secs, notes = run_pybridge_annotation(tool.split("_", 1)[1], ref, query, opts, seed, device, threads)
