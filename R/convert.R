@@ -20,11 +20,16 @@
 
 .seurat_fun <- function(name) getExportedValue("SeuratObject", name)
 
-# Raw counts of a Seurat assay, on Seurat v4 (Assay) and v5 (Assay5 layers).
+# Raw counts of a Seurat assay, on Seurat v4 (Assay) and v5 (Assay5 layers). `assay = NULL` is the
+# object's default (active) assay, which need not be "RNA". The LayerData() branch is for SeuratObject >= 5
+# (Assay5); it is written against the documented v5 API but untested here, where Debian ships
+# SeuratObject 4.1.3 (no Assay5 class). Split layers (counts.1, counts.2, ...) are refused, not joined.
 .seurat_counts <- function(object, assay, what) {
   .need("SeuratObject", "for Seurat objects")
   assays <- .seurat_fun("Assays")(object)
+  default <- is.null(assay)
   assay <- assay %||% .seurat_fun("DefaultAssay")(object)
+  which <- if (default) paste0(" (`assay = NULL` uses the default assay, '", assay, "')") else ""
   if (!is.character(assay) || length(assay) != 1L || !assay %in% assays) {
     .abort("Assay '", paste(assay, collapse = "', '"), "' is not in the ", what, "; available assays: ",
            .examples(assays), ". Pass one of them as `assay`.", class = "pybridge_input_error")
@@ -40,16 +45,18 @@
                .examples(split), "); join them first with `object <- JoinLayers(object)`.",
                class = "pybridge_input_error")
       }
-      .abort("Assay '", assay, "' of the ", what, " has no 'counts' layer; pybridge needs raw counts ",
-             "(layers present: ", .examples(layers), ").", class = "pybridge_input_error")
+      .abort("Assay '", assay, "' of the ", what, " has no 'counts' layer", which, "; pybridge needs raw counts ",
+             "(layers present: ", .examples(layers), "). Pass `assay =` naming an assay with counts (assays: ",
+             .examples(assays), ").", class = "pybridge_input_error")
     }
     counts <- .seurat_fun("LayerData")(object, assay = assay, layer = "counts")
   } else {
     counts <- .seurat_fun("GetAssayData")(object, slot = "counts", assay = assay)
   }
   if (nrow(counts) == 0L && ncol(object) > 0L) {
-    .abort("Assay '", assay, "' of the ", what, " holds no raw counts (its counts are empty); ",
-           "pybridge needs raw counts. Use an assay that has them.", class = "pybridge_input_error")
+    .abort("Assay '", assay, "' of the ", what, " holds no raw counts (its counts slot is empty, e.g. it was made ",
+           "from normalised data only)", which, "; pybridge needs raw counts. Pass `assay =` naming an assay with ",
+           "counts (assays: ", .examples(assays), ").", class = "pybridge_input_error")
   }
   list(counts = counts, assay = assay)
 }
@@ -115,8 +122,15 @@
     .abort("The ", what, " has no gene names (rownames), or some are empty; pybridge matches genes by name. ",
            "Set rownames() to gene symbols or IDs.", class = "pybridge_input_error")
   }
+  dup <- unique(genes[duplicated(genes)])
+  if (length(dup)) {
+    .abort("The ", what, " has ", length(dup), " duplicated gene names (", .examples(dup), "); pybridge matches ",
+           "genes by name. Make them unique first, e.g. rownames(x) <- make.unique(rownames(x)), or sum the ",
+           "duplicated rows.", class = "pybridge_input_error")
+  }
   cells <- colnames(counts)
-  # cell names travel only to put the results back in order: make them unique when they are not
+  # cell names travel only to put the results back in order: when they are missing or not unique,
+  # numbered names are sent instead and the results are stored by position (the object is not renamed)
   send_cells <- if (is.null(cells) || anyNA(cells) || anyDuplicated(cells)) {
     paste0("cell", seq_len(ncol(counts)))
   } else {

@@ -99,7 +99,7 @@ pybridge_methods <- function() {
   .check_labels_arg(labels)
   options <- .options(options)
   keys <- .key_columns(options)
-  .check_target(object, name, method, "annotation")
+  .check_target(object, name, method, "annotation", verbose = verbose)  # says when it will replace earlier results
   query <- .extract(object, assay = assay, columns = keys, what = "query")
   ref <- .resolve_reference(reference, labels, keys, reference.assay)
   if (identical(ref$kind, "model") && !is.null(ref$method) && !identical(ref$method, method)) {
@@ -107,7 +107,8 @@ pybridge_methods <- function() {
            class = "pybridge_input_error")
   }
   .check_shared_genes(query, ref)
-  .inform(verbose, fn, ": annotating ", length(query$cells), " cells (", length(query$genes), " genes) with ",
+  .inform(verbose, fn, ": annotating ", length(query$cells), " cells (", length(query$genes), " genes, assay '",
+          query$assay, "') with ",
           method, "; reference: ", .describe_reference(ref), ".")
   request <- list(task = "annotate", method = method, labels_key = labels, seed = as.integer(seed),
                   device = device, verbose = isTRUE(verbose), options = options)
@@ -149,7 +150,7 @@ pybridge_methods <- function() {
   }
   options <- .options(options)
   keys <- .key_columns(options)
-  .check_target(object, name, method, "clustering")
+  .check_target(object, name, method, "clustering", verbose = verbose)
   query <- .extract(object, assay = assay, columns = keys, what = "object")
   ref <- NULL
   if (!is.null(reference)) {
@@ -159,7 +160,7 @@ pybridge_methods <- function() {
     }
     .check_shared_genes(query, ref)
   }
-  .inform(verbose, fn, ": clustering ", length(query$cells), " cells with ", method,
+  .inform(verbose, fn, ": clustering ", length(query$cells), " cells (assay '", query$assay, "') with ", method,
           if (!is.null(ref)) paste0("; reference: ", .describe_reference(ref)), ".")
   request <- list(task = "cluster", method = method, seed = as.integer(seed), device = device,
                   verbose = isTRUE(verbose), options = options,
