@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..rejection import UNASSIGNED
+
 
 def _examples(values, n: int = 5) -> str:
     values = list(dict.fromkeys(map(str, values)))
@@ -78,6 +80,8 @@ def _check_values(data: np.ndarray, where: str) -> None:
             f"{where} contains negative values (min {data.min():.3g}); pybridge expects raw, "
             "non-negative counts. Scaled or centred data (e.g. Seurat's scale.data) cannot be used."
         )
+    if not np.any(data):
+        raise ValueError(f"{where} holds no counts (every value is 0); pass the raw count matrix.")
 
 
 def check_counts(adata, layer: str | None = None, *, what: str = "query") -> None:
@@ -136,6 +140,13 @@ def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray
         raise ValueError(f"The {what} label column {labels_key!r} is entirely NA.")
     values = np.array([None if m else str(v) for v, m in zip(col.tolist(), na)], dtype=object)
     classes = pd.unique(values[~na])
+    if UNASSIGNED in set(classes):
+        warnings.warn(
+            f"The {what} label column {labels_key!r} has a class named {UNASSIGNED!r}, the label pybridge gives "
+            "cells it rejects; in the output the two cannot be told apart. Rename that class or drop its cells.",
+            UserWarning,
+            stacklevel=3,
+        )
     if len(classes) < 2:
         raise ValueError(
             f"The {what} label column {labels_key!r} has a single class ({classes[0]!r}); "

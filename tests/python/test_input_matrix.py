@@ -105,7 +105,7 @@ def no_training(monkeypatch):
 
 
 def snapshot(a: ad.AnnData) -> dict:
-    return {"obs": a.obs.copy(), "obsm": dict(a.obsm), "uns": dict(a.uns), "X": a.X.copy(),
+    return {"obs": a.obs.copy(), "obsm": dict(a.obsm), "uns": dict(a.uns), "X": None if a.X is None else a.X.copy(),
             "var_names": a.var_names.copy()}
 
 
@@ -114,6 +114,9 @@ def assert_unchanged(a: ad.AnnData, before: dict) -> None:
     assert set(a.obsm) == set(before["obsm"]) and set(a.uns) == set(before["uns"])
     assert a.var_names.equals(before["var_names"])
     Xa, Xb = a.X, before["X"]
+    if Xa is None or Xb is None:
+        assert Xa is None and Xb is None
+        return
     if sp.issparse(Xa):
         Xa, Xb = Xa.toarray(), Xb.toarray()
     np.testing.assert_array_equal(Xa, Xb)
@@ -154,6 +157,13 @@ NO_REF = ("n.a.", "CICL takes no reference")
 def _renamed(a, names):
     a = a.copy()
     a.var_names = names
+    return a
+
+
+def _to_layer(a):
+    a = a.copy()
+    a.layers["counts"] = a.X.copy()
+    a.X = None
     return a
 
 
@@ -213,6 +223,13 @@ CASES = {
     "all_zero_cell_and_gene": (lambda r, q: (set_cell(set_cell(q, 0.0, (slice(None), 3)), 0.0, (0, slice(None))), r),
                                {"nmf_transfer": ("ok", None)}, ("warn", "1 cells have no counts")),
     "dense_integer_matrix": (lambda r, q: (with_X(q, q.X.toarray().astype(np.int64)), r), {}, ("ok", None)),
+    "csc_matrix": (lambda r, q: (with_X(q, sp.csc_matrix(q.X)), r), {}, ("ok", None)),
+    "query_all_zero": (lambda r, q: (with_X(q, sp.csr_matrix(q.shape, dtype=np.float32)), r), {},
+                       ("error", "holds no counts \\(every value is 0\\)")),
+    "reference_all_zero": (lambda r, q: (q, with_X(r, sp.csr_matrix(r.shape, dtype=np.float32))), {"cicl": NO_REF},
+                           ("error", "reference.X holds no counts")),
+    "X_none": (lambda r, q: (with_X(q, None), r), {}, ("error", "X is empty \\(None\\); put raw counts in .X or name a layer")),
+    "counts_in_a_layer": (lambda r, q: (_to_layer(q), r), {}, ("ok", None)),
     # ---- metadata
     "labels_column_missing": (lambda r, q: (q, r[:, :].copy()), {"cicl": NO_REF},
                               ("error", "labels_key='cell_type' is not a column.*available columns")),
@@ -224,6 +241,8 @@ CASES = {
                        ("ok", None)),
     "labels_factor_unused_levels": (lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.add_categories(["unused"]))),
                                     {"cicl": NO_REF}, ("ok", None)),
+    "label_named_Unassigned": (lambda r, q: (q, _relabel(r, ["Unassigned", *r.obs["cell_type"].astype(str)[1:]])),
+                               {"cicl": NO_REF}, ("warn", "has a class named 'Unassigned'")),
     "labels_spaces_slashes_unicode": (
         lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.rename_categories(["T cell / CD4+", "Zelltyp ä β", "x_y"]))),
         {"cicl": NO_REF}, ("ok", None)),
@@ -237,7 +256,7 @@ def build(case: str, method: str):
     if case == "labels_column_missing":
         del ref.obs["cell_type"]
     query, ref = CASES[case][0](ref, query)
-    kw = {"layer": "counts"} if case == "missing_layer" else {}
+    kw = {"layer": "counts"} if case in {"missing_layer", "counts_in_a_layer"} else {}
     return query, ref, kw
 
 
