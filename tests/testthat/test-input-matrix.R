@@ -269,3 +269,28 @@ test_that("saved models: wrong method, a folder of pickles, a future format", {
   writeLines("x", f)
   expect_error(TrainScNym(tiny$SCE$reference, path = f, verbose = FALSE), "exists and is not a directory")
 })
+
+test_that("TrainScNym and SCE assays: the same checks as the Run functions", {
+  r <- tiny$SCE$reference
+  expect_error(TrainScNym(r, labels = "celltype", verbose = FALSE), "`labels = \"celltype\"` is not a column",
+               class = "pybridge_input_error")
+  d <- r
+  rownames(d)[2] <- "G1"
+  expect_error(TrainScNym(d, verbose = FALSE), "duplicated gene names", class = "pybridge_input_error")
+  q <- tiny$SCE$query
+  rownames(q) <- paste0("ENSG", seq_len(nrow(q)))
+  expect_error(TrainScNym(r, query = q, verbose = FALSE), "no genes in common", class = "pybridge_input_error")
+  # an SCE with normalised values only: no 'counts' assay
+  lc <- SingleCellExperiment(assays = list(logcounts = log1p(counts(tiny$SCE$query))))
+  expect_error(run_fn("RunScNym", lc, r), "Assay 'counts' is not in the query; available assays: 'logcounts'",
+               class = "pybridge_input_error")
+})
+
+test_that("NA counts in R arrive in Python as NaN and are refused", {
+  skip_if_no_python()
+  q <- tiny$SCE$query
+  m <- counts(q)
+  m[3, 3] <- NA
+  counts(q) <- m
+  expect_error(run_fn("RunScNym", q, tiny$SCE$reference), "NaN or infinite values", class = "pybridge_python_error")
+})
