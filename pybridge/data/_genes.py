@@ -62,7 +62,7 @@ def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool =
         if warn and frac < WARN_SHARED_FRACTION:
             warnings.warn(
                 f"Only {shared} of {len(model_genes)} model genes ({100 * frac:.1f}%) are present in the {what}; "
-                "missing genes are set to zero, which can lower accuracy.",
+                "the method uses the shared genes (or sets the missing ones to zero), which can lower accuracy.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -195,6 +195,11 @@ CASES = {
                         ("error", "shares only 0 of the 80")),
     "overlap_below_10pct": (lambda r, q: (_renamed(q, [f"G{i}" if i < 5 else f"X{i}" for i in range(q.n_vars)]), r),
                             {"cicl": NO_REF}, ("error", r"shares only 5 of the 80 .*\(6.2%\)")),
+    "overlap_75pct": (lambda r, q: (_renamed(q, [f"G{i}" if i < 60 else f"X{i}" for i in range(q.n_vars)]), r), {
+        "cicl": NO_REF,
+        "scnym": ("ok", None),  # documented: scNym trains on the shared genes (overlap in uns), no warning
+        "itclust": ("warn", "Only 60 of the 80 target HVGs"),
+    }, ("warn", "Only 60 of 80 model genes \\(75.0%\\) are present in the query")),
     "gene_case_differs": (lambda r, q: (_renamed(q, [f"g{i}" for i in range(q.n_vars)]), r), {
         "cicl": NO_REF,
         "itclust": ("ok", None),  # documented: ItClust matches upper-cased symbols (case_insensitive_genes=True)
@@ -251,6 +256,9 @@ CASES = {
 
 def build(case: str, method: str):
     ref, query = toy(), toy(seed=1, prefix="q")
+    if case == "overlap_75pct" and method == "scnym":  # trained on the 60 shared genes, and says so in uns
+        assert query.uns["scnym"]["training"]["reference_gene_overlap"]["n_shared"] == 60
+        assert query.uns["scnym"]["gene_overlap"]["n_model_genes"] == 60
     if case == "cell_names_collide":
         query.obs_names = ref.obs_names  # the same names in both objects
     if case == "labels_column_missing":
@@ -304,6 +312,9 @@ def test_case(case, method, monkeypatch):
         assert classes == expected, classes
         written = set(labels_written(method, query).astype(str)) - {"Unassigned"}
         assert written <= expected
+    if case == "overlap_75pct" and method == "scnym":  # trained on the 60 shared genes, and says so in uns
+        assert query.uns["scnym"]["training"]["reference_gene_overlap"]["n_shared"] == 60
+        assert query.uns["scnym"]["gene_overlap"]["n_model_genes"] == 60
     if case == "cell_names_collide":
         assert list(query.obs_names) == list(ref.obs_names)  # nothing was renamed
 
