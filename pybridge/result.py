@@ -93,24 +93,24 @@ class AnnotationResult:
         return df
 
     def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
-        """Write into ``adata`` (or a copy, returned when ``copy=True``)."""
+        """Write into ``adata`` (or a copy, returned when ``copy=True``).
+
+        Everything is built and checked first and written last, so a failure leaves ``adata`` as it was.
+        """
         key = key_added or self.method
         _check_obs_names(adata, self.obs_names)
         check_key(adata, key, self.method)
-        if copy:
-            adata = adata.copy()
         categories = list(self.classes) + ([UNASSIGNED] if self.rejection and UNASSIGNED not in self.classes else [])
-        adata.obs[key] = pd.Categorical(self.labels, categories=categories)
-        adata.obs[f"{key}_confidence"] = np.asarray(self.confidence, dtype=np.float64)
+        obs = {key: pd.Categorical(self.labels, categories=categories),
+               f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64)}
         if self.rejection:
-            adata.obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
-        elif f"{key}_raw" in adata.obs.columns and key in adata.uns:  # stale output of an earlier run
-            del adata.obs[f"{key}_raw"]
-        adata.obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
+            obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
+        drop = [f"{key}_raw"] if not self.rejection and f"{key}_raw" in adata.obs.columns and key in adata.uns else []
+        obsm = {f"{key}_probabilities": np.asarray(self.probabilities, dtype=np.float32)}
         if self.embedding is not None:
-            adata.obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
-        adata.uns[key] = h5ad_safe({**self.params, "method": self.method, "classes": list(self.classes)})
-        return adata if copy else None
+            obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
+        uns = h5ad_safe({**self.params, "method": self.method, "classes": list(self.classes)})
+        return _write(adata, obs, obsm, key, uns, drop, copy)
 
 
 @dataclass
@@ -137,21 +137,38 @@ class ClusteringResult:
         return df
 
     def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
+        """Write into ``adata`` (or a copy, returned when ``copy=True``); built first, written last."""
         key = key_added or self.method
         _check_obs_names(adata, self.obs_names)
         check_key(adata, key, self.method)
-        if copy:
-            adata = adata.copy()
         clusters = np.asarray(self.clusters).astype(str)
         cats = sorted(pd.unique(clusters), key=lambda c: (len(c), c))
-        adata.obs[key] = pd.Categorical(clusters, categories=cats)
-        adata.obs[f"{key}_confidence"] = np.asarray(self.confidence, dtype=np.float64)
+        obs = {key: pd.Categorical(clusters, categories=cats),
+               f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64)}
         if self.cell_types is not None:
-            adata.obs[f"{key}_cell_type"] = pd.Categorical(np.asarray(self.cell_types, dtype=object))
+            obs[f"{key}_cell_type"] = pd.Categorical(np.asarray(self.cell_types, dtype=object))
+        obsm = {}
         if self.probabilities is not None:
-            adata.obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
+            obsm[f"{key}_probabilities"] = np.asarray(self.probabilities, dtype=np.float32)
         if self.embedding is not None:
-            adata.obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
+            obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
         extra = {"cluster_map": {str(k): str(v) for k, v in self.cluster_map.items()}} if self.cluster_map else {}
-        adata.uns[key] = h5ad_safe({**self.params, **extra, "method": self.method})
-        return adata if copy else None
+        uns = h5ad_safe({**self.params, **extra, "method": self.method})
+        return _write(adata, obs, obsm, key, uns, [], copy)
+
+
+def _write(adata, obs: dict, obsm: dict, key: str, uns, drop: list, copy: bool):
+    """Check shapes, then write (nothing is written when a check fails)."""
+    for name, values in {**obs, **obsm}.items():
+        if len(values) != adata.n_obs:
+            raise ValueError(f"internal: {name} has {len(values)} rows for {adata.n_obs} cells; nothing was written.")
+    if copy:
+        adata = adata.copy()
+    for col in drop:
+        del adata.obs[col]
+    for name, values in obs.items():
+        adata.obs[name] = values
+    for name, values in obsm.items():
+        adata.obsm[name] = values
+    adata.uns[key] = uns
+    return adata if copy else None

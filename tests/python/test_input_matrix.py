@@ -387,3 +387,19 @@ def test_interrupt_mid_training_leaves_the_object_unchanged(method, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(method, q, ref, **cfg)
     assert_unchanged(q, before)
+
+
+def test_a_result_that_cannot_be_written_leaves_the_object_as_it_was():
+    """to_adata builds and checks everything before it writes (no half-written object)."""
+    from pybridge.result import AnnotationResult
+
+    q = toy(seed=1, prefix="q")
+    n = q.n_obs
+    probs = np.full((n, 2), 0.5)
+    bad = AnnotationResult(obs_names=q.obs_names, classes=["A", "B"], probabilities=probs,
+                           labels=np.array(["A"] * n, dtype=object), raw_labels=np.array(["A"] * n, dtype=object),
+                           confidence=probs.max(1), embedding=np.zeros((n - 1, 4)), method="scnym")
+    before = snapshot(q)
+    with pytest.raises(ValueError, match="nothing was written"):
+        bad.to_adata(q)
+    assert_unchanged(q, before)
