@@ -350,11 +350,21 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     peers_ann = [t for t in tool_order(a) if not t.startswith("pybridge")]
     if not a.empty:
         L += ["## Headline: annotation (mean over reference -> query tasks)", ""]
-        m = means(a, ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"])
-        L += [md_table(m, ["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds",
-                           "wall_s", "peak_rss_mb"],
-                       ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"],
-                       nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}), ""]
+        cols = ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"]
+        show = (["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s",
+                 "peak_rss_mb"],
+                ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"])
+        nd = {"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}
+        m = means(a, cols)
+        L += ["Each tool's mean over the tasks it finished (the `tasks` column):", "",
+              md_table(m, *show, nd=nd), ""]
+        per_tool = a.groupby("tool")["task"].apply(set)
+        common = set.intersection(*per_tool.tolist()) if len(per_tool) else set()
+        if common and any(len(v) > len(common) for v in per_tool):
+            mc = means(a[a["task"].isin(common)], cols)
+            L += [f"The same, over only the {len(common)} tasks every tool above finished "
+                  f"({', '.join(t for t in dict.fromkeys(a['task']) if t in common)}):", "",
+                  md_table(mc, *show, nd=nd), ""]
         w = wins(a, "acc", ours_ann, peers_ann)
         if not w.empty:
             wf = wins(a, "macro_f1", ours_ann, peers_ann)
@@ -362,6 +372,14 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
             w["f1_diff"] = wf["mean_diff"].to_numpy()
             w["f1_wlt"] = (wf["wins"].astype(str) + " / " + wf["losses"].astype(str) + " / "
                            + wf["ties"].astype(str)).to_numpy()
+            L += ["In short (each pybridge method against its strongest peer on the tasks both finished):", ""]
+            for meth, g in w.groupby("pybridge", sort=False):
+                b = g.loc[g["mean_diff"].idxmin()]
+                L.append(f"- {meth}: {'+' if b['mean_diff'] >= 0 else ''}{b['mean_diff']:.3f} mean accuracy vs "
+                         f"{b['peer']} over {b['tasks']} tasks (won {b['wins']}, lost {b['losses']}, tied {b['ties']}; "
+                         f"macro-F1 {'+' if b['f1_diff'] >= 0 else ''}{b['f1_diff']:.3f}); against all peers it wins "
+                         f"{int(g['wins'].sum())} and loses {int(g['losses'].sum())} task comparisons.")
+            L.append("")
             L += ["### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
                   "W / L / T = tasks won / lost / tied within 0.005)", "",
                   md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff",
@@ -442,7 +460,21 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
 
     bad = df[df["status"] != "ok"]
     L += ["## Not run or failed", ""]
-    if bad.empty:
+    if not quick:
+        from .harness import TOOLS, tool_applies
+        from .tasks import ANNOTATION_TASKS, CLUSTERING_SETS
+
+        have = set(zip(df["task"], df["tool"]))
+        gone = []
+        for t in tool_order(df):
+            todo = [n for n in ANNOTATION_TASKS if tool_applies(TOOLS[t], "transfer")] + \
+                   [n for n in CLUSTERING_SETS if tool_applies(TOOLS[t], "clustering")]
+            miss = [n for n in todo if (n, t) not in have]
+            if miss:
+                gone.append(f"- {label_of(t)}: not run on {', '.join(miss)} (the run was stopped for time before "
+                            "these calls; `python -m benchmarks --resume` runs only the missing ones)")
+        L += gone
+    if bad.empty and (quick or not gone):
         L += ["Every (tool, task) call finished.", ""]
     else:
         for _, r in bad.iterrows():
@@ -474,7 +506,12 @@ def main(argv=None) -> int:
     p.add_argument("--results-md", type=Path, default=None)
     p.add_argument("--info", type=Path, default=None, help="run_info JSON (default <out>/run_info.json)")
     a = p.parse_args(argv)
-    df = pd.read_csv(a.out / "results.csv")
+    if (a.out / "runs").is_dir():  # every finished call in <out>/runs, also from several (partial) invocations
+        from .harness import collect
+
+        df = collect(a.out, [], [], merge=True)
+    else:
+        df = pd.read_csv(a.out / "results.csv")
     info_path = a.info or (a.out / "run_info.json")
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     write_report(df, a.out, a.results_md or (a.out / "RESULTS.md"), info)
