@@ -311,6 +311,10 @@ pybridge_python <- function() {
   }
   t_done <- .now()
   if (is.null(out)) .abort("internal: the Python side returned nothing (", backend, " backend).")
+  if (identical(as.character(out$error_type), "KeyboardInterrupt")) {
+    # (rpy2 backend; with reticulate a KeyboardInterrupt arrives as a real R interrupt)
+    .abort(out$error, class = c("pybridge_interrupted", "interrupt"))
+  }
   if (!is.null(out$error)) {
     .abort(out$error, class = "pybridge_python_error",
            data = list(python_type = out$error_type, python_traceback = out$traceback))

@@ -513,6 +513,9 @@ def _callback(request):
         convert_s = time.perf_counter() - t0
         out = run_from_r(req)
         out["anndata2ri_s"] = convert_s
+    except KeyboardInterrupt:  # Ctrl+C while R waits on Python: R signals an interrupt (R/python.R)
+        out = {"error": "Interrupted in Python (KeyboardInterrupt); the object was not changed.",
+               "error_type": "KeyboardInterrupt"}
     except Exception as err:
         out = {"error": _python_error_text(err), "error_type": type(err).__name__, "traceback": traceback.format_exc()}
     try:

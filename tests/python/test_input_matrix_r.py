@@ -80,3 +80,40 @@ def test_sigint_during_training_leaves_r_alive_and_the_object_unchanged(tmp_path
     assert "INTERRUPTED" in text, text[-3000:]
     assert "UNCHANGED TRUE RESULT_NULL TRUE" in text, text[-3000:]
     assert "ALIVE 55" in text, text[-3000:]
+
+
+@pytest.mark.r
+def test_keyboard_interrupt_in_python_hosted_r_is_an_r_interrupt_and_changes_nothing(r_session, monkeypatch):
+    """Python hosts R (rpy2): a KeyboardInterrupt in the training loop reaches R as an ``interrupt`` condition
+    (class ``pybridge_interrupted``), not as a crash or an "internal" error; R's object is unchanged."""
+    import pybridge.train as tr
+
+    class InterruptingBar:
+        def __init__(self, *args, **kwargs):
+            self.bar = tr.progress(*args, **kwargs)
+
+        def update(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.bar, name)
+
+    monkeypatch.setattr("pybridge.models.scnym.progress", InterruptingBar)
+    ro = r_session
+    ro.r('''
+      local({
+        set.seed(1)
+        m <- matrix(as.numeric(rpois(80 * 48, 3)), 80, 48, dimnames = list(paste0("G", 1:80), paste0("c", 1:48)))
+        q <- SingleCellExperiment::SingleCellExperiment(assays = list(counts = as(m, "CsparseMatrix")),
+               colData = S4Vectors::DataFrame(cell_type = rep(c("A", "B", "C"), 16)))
+        assign("pb_intr_q", q, envir = globalenv())
+        assign("pb_intr_before", q, envir = globalenv())
+      })
+    ''')
+    got = ro.r('''
+      tryCatch(pybridge::RunScNym(pb_intr_q, pb_intr_q, n_epochs = 3, device = "cpu", verbose = FALSE),
+               interrupt = function(e) paste(c("INTERRUPT", class(e)[1], conditionMessage(e)), collapse = "|"))
+    ''')[0]
+    assert got.startswith("INTERRUPT|pybridge_interrupted|Interrupted in Python"), got
+    assert ro.r("identical(pb_intr_q, pb_intr_before)")[0]
+    ro.r("rm(pb_intr_q, pb_intr_before, envir = globalenv())")
