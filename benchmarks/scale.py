@@ -124,6 +124,11 @@ def main(argv=None) -> int:
     for n in sizes:
         task_dir = a.out / "prepared" / f"sim_{n}"
         gen = {}
+        if not (task_dir / "task.json").exists() and a.budget_min and (time.perf_counter() - t_start) / 60 > a.budget_min:
+            for t in tools:
+                rows.append({"size": n, "tool": t, "tool_label": TOOLS[t].display,
+                             "status": f"not run (time budget of {a.budget_min:.0f} min used up)"})
+            continue
         if not (task_dir / "task.json").exists():
             code = ("import sys; from pathlib import Path; from benchmarks.scale import generate; "
                     f"generate({n}, Path(sys.argv[1]), {a.seed})")
@@ -176,8 +181,13 @@ def main(argv=None) -> int:
                       f"MB={r.get('peak_rss_mb')} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
                 if dev == "cpu" and r["status"] != "ok" and not str(r["status"]).startswith("error"):
                     failed[t], failed[t + "_n"] = r["status"], n
-                pd.DataFrame(rows).to_csv(a.out / "scale.csv", index=False)
+                pd.DataFrame(rows).to_csv(a.out / "scale_progress.csv", index=False)
     df = pd.DataFrame(rows)
+    if a.resume and (a.out / "scale.csv").exists():  # keep earlier invocations' rows for (size, tool) not run now
+        old = pd.read_csv(a.out / "scale.csv")
+        done = set(zip(df["size"], df["tool"]))
+        old = old[[(s_, t_) not in done for s_, t_ in zip(old["size"], old["tool"])]]
+        df = pd.concat([old, df], ignore_index=True).sort_values(["size"], kind="stable")
     df.to_csv(a.out / "scale.csv", index=False)
     md = a.md or (a.out / "SCALE.md")
     info = {"started": started, "minutes": (time.perf_counter() - t_start) / 60,

@@ -103,6 +103,8 @@ def _counts(a) -> sp.csr_matrix:
 
 
 def _write_binary(X: sp.csr_matrix, prefix: Path) -> None:
+    X = X.tocsr()
+    X.sort_indices()  # column selection in another order leaves unsorted indices; R's dgCMatrix requires sorted ones
     X.data.astype("<f4").tofile(f"{prefix}_X.data")
     X.indices.astype("<i4").tofile(f"{prefix}_X.indices")
     X.indptr.astype("<f8").tofile(f"{prefix}_X.indptr")
