@@ -44,6 +44,8 @@ DATASETS = [
     "baron_mouse2",
     "cellbench_sc_celseq2_5cl_p2",
 ]
+DATASETS_BY_SIZE = ["sc3_yan", "simlr_pollen", "cellbench_sc_celseq2_5cl_p2", "baron_mouse2",
+                    "pbmc3k_counts_seurat_labels", "dcc_mouse_bladder_cell_top2000", "dcc_10X_PBMC_top2000"]
 #: CICL paper, Table 3 (ARI, NMI), where the dataset overlaps. The paper's "pollen" has 301 cells
 #: (this SIMLR copy: 249) and its "Bladder" is a 2-type Tabula Muris set, not the 16-type dcc bladder.
 PAPER = {"simlr_pollen": (0.9117, 0.9323), "sc3_yan": (0.7989, 0.8307)}
@@ -113,7 +115,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None)
     p.add_argument("--label", default="", help="suffix for the CICL rows' method name, e.g. the variant")
+    p.add_argument("--summarize", nargs="+", metavar="CSV", help="only tabulate --csv files of earlier runs "
+                   "(mean ARI over seeds per dataset and method, and the mean over datasets)")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -166,14 +173,54 @@ def main(argv=None) -> int:
         for method, (pred, n_clu, secs) in results.items():
             ari, nmi = score(y, pred)
             rows.append(dict(dataset=name, cells=a.n_obs, types=k, method=method, k=n_clu, ari=ari, nmi=nmi,
-                             seconds=secs))
+                             seconds=secs, seed=args.seed))
             print(f"{name:32s} {method:12s} K={n_clu:3d} ARI={ari:.4f} NMI={nmi:.4f} {secs:8.1f}s", flush=True)
         if name in PAPER:
             rows.append(dict(dataset=name, cells=a.n_obs, types=k, method="paper_CICL", k=k, ari=PAPER[name][0],
-                             nmi=PAPER[name][1], seconds=float("nan")))
+                             nmi=PAPER[name][1], seconds=float("nan"), seed=""))
         write(rows, args, overrides)  # after every dataset, so a long run leaves partial results
     print(markdown(rows, args, overrides))
     return 0
+
+
+def summarize(paths) -> str:
+    """Markdown: ARI per dataset and method (mean over seeds, with the per-seed values), then means over datasets.
+
+    A file without a ``seed`` column takes the seed from an ``_s<seed>`` in its name.
+    """
+    import re
+
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        df = pd.read_csv(path)
+        if "seed" not in df:
+            m = re.search(r"_s(\d+)", Path(path).stem)
+            df["seed"] = int(m.group(1)) if m else 0
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["method"] != "paper_CICL"].drop_duplicates(["dataset", "method", "seed"], keep="last")
+    datasets = [d for d in DATASETS_BY_SIZE if d in set(df["dataset"])]
+    methods = list(dict.fromkeys(df["method"]))
+    lines = ["| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for d in datasets:
+        cells = []
+        for m in methods:
+            v = df[(df["dataset"] == d) & (df["method"] == m)].sort_values("seed")["ari"].to_numpy()
+            cells.append("" if not len(v) else f"{v.mean():.3f}" + (f" ({', '.join(f'{x:.2f}' for x in v)})"
+                                                                    if len(v) > 1 else ""))
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | mean ARI (seed 0, all datasets it ran on) | datasets | mean ARI over seeds, "
+              "per dataset then averaged | seeds per dataset |", "|---|---|---|---|---|"]
+    for m in methods:
+        sub = df[df["method"] == m]
+        s0 = sub[sub["seed"] == 0]
+        per = sub.groupby("dataset")["ari"].mean()
+        counts = sub.groupby("dataset")["seed"].nunique()
+        lines.append(f"| {m} | {s0['ari'].mean():.4f} | {s0['dataset'].nunique()} | {per.mean():.4f} | "
+                     f"{counts.min()}-{counts.max()} |")
+    return "\n".join(lines) + "\n"
 
 
 def write(rows, args, overrides) -> None:
