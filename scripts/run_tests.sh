@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every test: pytest (Python, CLI, and the R
-# entry points driven through rpy2) and testthat (the R package).
+# Set up (scripts/setup.sh) and run every test: testthat (the R package), the
+# vignettes (rendered with every chunk run), and pytest (Python, CLI, the Python
+# tutorial, and the R entry points driven through rpy2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +11,8 @@ echo "== tests: R (testthat)"
 if [ -d tests/testthat ]; then
   Rscript -e 'res <- testthat::test_dir("tests/testthat", package = "pybridge", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)' || status=1
 fi
+echo "== tests: vignettes (rendered to out/vignettes)"
+bash scripts/build_vignettes.sh out/vignettes || status=1
 echo "== tests: Python (pytest)"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
 exit $status
