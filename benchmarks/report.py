@@ -302,6 +302,9 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
               "that every tool runs end to end; they are not results.", ""]
     L += [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; whole run {fmt(run_info.get('wall_min'), 1)} min; "
           f"command `python -m benchmarks {run_info.get('argv', '')}`",
+          *([f"- This page merges {len(run_info['commands'])} invocations run side by side into one `--out` "
+             "folder (to finish more of the suite on the loaded machine), then `python -m benchmarks report`: "
+             + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
           f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
           f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
           f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}: **the 2 cores were shared with other jobs, so wall times "
@@ -310,6 +313,7 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
           f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
+          *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
           ]
     gpu_rows = df[(df["status"] == "ok") & (df["device"].fillna("CPU") != "CPU") & (df["device"].fillna("") != "")]
     if gpu_rows.empty:

@@ -99,9 +99,26 @@ def main(argv=None) -> int:
     p.add_argument("--report-only", action="store_true", help="rewrite the page from <out>/scale.csv")
     a = p.parse_args(argv)
     if a.report_only:
+        # scale.csv (finished invocations) + scale_progress.csv (an invocation stopped early, which wins);
+        # every (size, tool) asked for with --sizes / --tools and not found is listed as not run
         info = json.loads((a.out / "scale_info.json").read_text())
+        df = pd.read_csv(a.out / "scale.csv")
+        prog = a.out / "scale_progress.csv"
+        if prog.exists():
+            new = pd.read_csv(prog)
+            done = set(zip(new["size"], new["tool"]))
+            df = pd.concat([df[[(s_, t_) not in done for s_, t_ in zip(df["size"], df["tool"])]], new],
+                           ignore_index=True)
+        have = set(zip(df["size"], df["tool"]))
+        extra = [{"size": int(n), "tool": t, "tool_label": TOOLS[t].display,
+                  "status": "not run (time: the run was stopped before this call)"}
+                 for n in (int(x) for x in a.sizes.split(",")) for t in a.tools.split(",") if (n, t) not in have]
+        df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True) if extra else df
+        order = {t: i for i, t in enumerate(a.tools.split(","))}
+        df = df.sort_values(by=["size", "tool"], key=lambda c: c.map(order).fillna(99) if c.name == "tool" else c,
+                            kind="stable")
         md = a.md or (a.out / "SCALE.md")
-        write_scale_md(pd.read_csv(a.out / "scale.csv"), md, info)
+        write_scale_md(df, md, info)
         print(f"[scale] wrote {md}")
         return 0
     a.quick = False
@@ -238,7 +255,7 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
             if np.isfinite(v):
                 return fmt(v, nd)
             st = d.loc[s, "status"] if s in d.index else "not run"
-            short = ("timeout" if "timeout" in st else "OOM" if ("memory" in st or "n x n" in st) else
+            short = ("time" if st.startswith("not run (time") else "timeout" if "timeout" in st else "OOM" if ("memory" in st or "n x n" in st) else
                      "budget" if "budget" in st else "skipped" if "smaller size" in st else
                      "n/i" if "not installed" in st else "error" if st == "error" else "-")
             return f"_{short}_"
@@ -247,7 +264,8 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
             cells.append(fmt(secs[i] / secs[i - 1], 1) if np.isfinite(secs[i]) and np.isfinite(secs[i - 1]) else "")
         L.append("| " + " | ".join(cells) + " |")
     L += ["", "`s` = the tool call alone (seconds), `MB` = peak RSS of the process; _timeout_ / _OOM_ = killed at the "
-          "limit, _skipped_ = failed at a smaller size, _budget_ = the run's time budget was used up first, _n/i_ = not "
+          "limit, _skipped_ = failed at a smaller size, _time_ = not run: the time budget was used up or the run was stopped "
+          "first, _n/i_ = not "
           "installed, _OOM_ for NMF transfer = not started because of its n x n consensus matrices. Time growth: the "
           "ratio of seconds between consecutive sizes (linear scaling = the ratio of cell counts).", ""]
     L += ["## All calls", "",
