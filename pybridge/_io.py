@@ -138,6 +138,16 @@ def load_model(path, method: str | None = None, device: str | torch.device = "cp
     return tensors, meta
 
 
+def config_mismatch(path, err: BaseException) -> ValueError:
+    """The error for weights that do not fit the network built from the saved config (an edited config)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(
+        f"The weights in {str(path)!r} do not fit the network that its config describes ({first[:200]}); "
+        "the config in the model's metadata was edited or comes from another model. "
+        "Re-save the model with model.save(dir) or re-train it."
+    )
+
+
 def _version() -> str:
     from . import __version__
 

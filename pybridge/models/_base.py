@@ -181,7 +181,10 @@ class BaseAnnotator:
         obj.classes_ = list(meta["classes"])
         obj.thresholds_ = None if meta.get("thresholds") is None else np.asarray(meta["thresholds"], dtype=float)
         obj.fit_info_ = meta.get("fit_info", {})
-        obj._load_state(tensors, meta)
+        try:
+            obj._load_state(tensors, meta)
+        except (RuntimeError, KeyError) as err:  # torch: size mismatch / missing or unexpected keys
+            raise _io.config_mismatch(path, err) from None
         logger.info("loaded %s model from %s (%d genes, %d classes)", cls.method, path, len(obj.genes_), len(obj.classes_))
         return obj
 

@@ -865,9 +865,12 @@ class CICL:
                           tensors["prep.std"].numpy(), float(meta["target_sum"]))
         G = len(obj.prep_.genes)
         enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention, cfg.norm)
-        enc.load_state_dict(split_state(tensors, "enc"))
         head = ProjectionHead(G, cfg.proj_hidden, cfg.proj_dim)
-        head.load_state_dict(split_state(tensors, "head"))
+        try:
+            enc.load_state_dict(split_state(tensors, "enc"))
+            head.load_state_dict(split_state(tensors, "head"))
+        except (RuntimeError, KeyError) as err:  # torch: size mismatch / missing or unexpected keys
+            raise _io.config_mismatch(path, err) from None
         obj.encoder_, obj.head_ = enc.to(obj.device).eval(), head.to(obj.device).eval()
         obj.centers_ = tensors["centers"].to(obj.device)
         obj.n_clusters_ = int(meta["n_clusters"])

@@ -181,7 +181,7 @@ CASES = {
     "one_cell_query": (lambda r, q: (q[:1].copy(), r), {
         "scnym": ("ok", None),
         "jind": ("error", "has 1 cell.*align=False, jind_plus=False"),
-        "itclust": ("error", "min_cells"),
+        "itclust": ("error", "has only 1 usable cell.*classifier instead"),
         "cicl": ("error", "at least 10 cells"),
         "nmf_transfer": ("error", "it needs at least 3"),
     }, None),

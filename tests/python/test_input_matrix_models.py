@@ -196,6 +196,20 @@ def test_faulty_model_directories_are_refused(method, fault, saved, tmp_path):
     assert not marker.exists()
 
 
+EDITED_SIZES = {"scnym": ("n_hidden", 64), "jind": ("n_latent", 32), "cicl": ("ffn_dim", 64)}
+
+
+@pytest.mark.parametrize("method", sorted(EDITED_SIZES))
+def test_config_edited_to_other_layer_sizes_is_a_clear_error(method, saved, tmp_path):
+    path = copy_model(saved, method, tmp_path)
+    meta = _meta(path)
+    key, value = EDITED_SIZES[method]
+    assert key in meta["config"] and meta["config"][key] != value
+    _write_meta(path, {**meta, "config": {**meta["config"], key: value}})
+    with pytest.raises(ValueError, match="do not fit the network that its config describes"):
+        load(method, path, device="cpu")
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_pickle_next_to_a_valid_model_is_never_read(method, saved, tmp_path):
     path = copy_model(saved, method, tmp_path)

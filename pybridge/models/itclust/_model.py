@@ -15,7 +15,7 @@ import torch
 from ..._io import join_states, split_state
 from ..._settings import logger
 from ...data import align_columns, epoch_batches, gene_overlap
-from ...data._genes import WARN_SHARED_FRACTION
+from ...data._genes import MIN_SHARED_GENES, WARN_SHARED_FRACTION, _overlap_hint
 from ...rejection import UNASSIGNED
 from ...result import ClusteringResult
 from ...train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
@@ -574,7 +574,16 @@ def _hvg_overlap(hvg: pd.Index, source_genes: pd.Index) -> dict:
     """Overlap of the target HVGs with the source genes (errors as the shared check; an accurate warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # its wording (zero-filled genes) does not apply here
-        info = gene_overlap(hvg, source_genes, what="reference")
+        try:
+            info = gene_overlap(hvg, source_genes, what="reference")
+        except ValueError:
+            # the shared message calls its first argument the reference/model genes; here those are the
+            # query's HVGs, so build the hint with the roles the right way round
+            shared = int(pd.Index(hvg).isin(source_genes).sum())
+            raise ValueError(
+                f"The reference shares only {shared} of the query's {len(hvg)} highly variable genes; ItClust "
+                f"needs at least {MIN_SHARED_GENES}. Hint: {_overlap_hint(pd.Index(source_genes).astype(str), pd.Index(hvg).astype(str))}"
+            ) from None
     if info["fraction_of_model_genes"] < WARN_SHARED_FRACTION:
         warnings.warn(
             f"Only {info['n_shared']} of the {len(hvg)} target HVGs ({100 * info['fraction_of_model_genes']:.1f}%) "

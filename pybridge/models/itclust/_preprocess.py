@@ -146,9 +146,16 @@ def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
     if cfg.drop_special_genes:
         keep &= ~np.asarray([g.upper().startswith(SPECIAL_PREFIXES) for g in genes], dtype=bool)
     if not keep.any():
+        n_used = int(used.sum())
+        if n_used < cfg.min_cells:
+            raise ValueError(
+                f"The {what} has only {n_used} usable cell(s); ItClust learns the {what}'s gene filter, HVGs and "
+                f"clusters from its own cells and needs at least min_cells={cfg.min_cells} of them. Annotate a "
+                "query this small with a classifier instead (scNym or JIND, or a saved model)."
+            )
         raise ValueError(
             f"No gene of the {what} is expressed in at least min_cells={cfg.min_cells} of its "
-            f"{int(used.sum())} usable cells; lower min_cells."
+            f"{n_used} usable cells; lower min_cells."
         )
     X = X[:, np.flatnonzero(keep)].tocsr()
     genes = genes[keep]
