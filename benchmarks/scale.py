@@ -110,8 +110,13 @@ def main(argv=None) -> int:
             df = pd.concat([df[[(s_, t_) not in done for s_, t_ in zip(df["size"], df["tool"])]], new],
                            ignore_index=True)
         have = set(zip(df["size"], df["tool"]))
-        extra = [{"size": int(n), "tool": t, "tool_label": TOOLS[t].display,
-                  "status": "not run (time: the run was stopped before this call)"}
+        def why(n, t):
+            prev = df[(df["tool"] == t) & (df["size"] < n) & df["status"].astype(str).str.contains("timeout|memory")]
+            if len(prev):
+                return f"not run: {prev['status'].iloc[0]} at {int(prev['size'].iloc[0])} cells"
+            return "not run (time: the run was stopped before this call)"
+
+        extra = [{"size": int(n), "tool": t, "tool_label": TOOLS[t].display, "status": why(n, t)}
                  for n in (int(x) for x in a.sizes.split(",")) for t in a.tools.split(",") if (n, t) not in have]
         df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True) if extra else df
         order = {t: i for i, t in enumerate(a.tools.split(","))}
@@ -255,8 +260,9 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
             if np.isfinite(v):
                 return fmt(v, nd)
             st = d.loc[s, "status"] if s in d.index else "not run"
-            short = ("time" if st.startswith("not run (time") else "timeout" if "timeout" in st else "OOM" if ("memory" in st or "n x n" in st) else
-                     "budget" if "budget" in st else "skipped" if "smaller size" in st else
+            short = ("time" if st.startswith("not run (time") else "skipped" if st.startswith("not run:") and
+                     " at " in st else "timeout" if "timeout" in st else "OOM" if ("memory" in st or "n x n" in st) else
+                     "budget" if "budget" in st else "skipped" if ("smaller size" in st or " at " in st and st.startswith("not run:")) else
                      "n/i" if "not installed" in st else "error" if st == "error" else "-")
             return f"_{short}_"
         cells += [cell(v, s, 1) for v, s in zip(secs, sizes)] + [cell(v, s, 0) for v, s in zip(mems, sizes)]
