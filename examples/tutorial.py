@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     except Exception as err:  # R, rpy2 or the R package missing
         print(f"skipped: {err}")
         return 0
+    pr._rpy2()[1].r("suppressPackageStartupMessages(library(SeuratObject))")  # quiet package start-up
     seu = pr.read_rds(rds)  # AnnData: raw counts in X, Seurat's meta.data in obs
     print(f"read {rds.name}: {seu.n_obs} cells x {seu.n_vars} genes; obs columns {list(seu.obs.columns)}")
     is_query = (seu.obs["tech"] == "indrop").to_numpy()
