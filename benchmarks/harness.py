@@ -211,7 +211,7 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
                 rel.to_csv(run_dir / "reliability.csv", index=False)
         labels = pred["cluster"] if "cluster" in pred else pred["raw_label"]
         row.update(clustering_scores(labels.astype(str).to_numpy(), prep.truth))
-    else:
+    elif row["status"] == "error":
         row["error"] = error_text(run_dir)
     done.write_text(json.dumps(row, default=str))
     return row, rel

@@ -442,7 +442,8 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
         L += [f"### {task}", "", size, ""]
         d["tool_label"] = d["tool"].map(label_of)
         d["status_note"] = d.apply(lambda r: "" if r["status"] == "ok" else
-                                   (r["status"] + (f": {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else "")),
+                                   (r["status"] + (f": {r['error']}" if r["status"] == "error" and isinstance(r.get("error"), str)
+                                                   and r.get("error") else "")),
                                    axis=1)
         if gpu:
             g = df[(df["task"] == task) & ~df["device"].fillna("CPU").isin(["CPU", ""]) & (df["status"] == "ok")]
@@ -460,7 +461,8 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
             cols = ["tool_label", "ari", "nmi", "k_found", "seconds"] + extra[0] + ["wall_s", "peak_rss_mb",
                                                                                      "status_note"]
             names = ["tool", "ARI", "NMI", "K", "s"] + extra[1] + ["wall s", "MB", "note"]
-        L += [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1}), ""]
+        L += [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1, "k_found": 0}),
+              ""]
 
     bad = df[df["status"] != "ok"]
     L += ["## Not run or failed", ""]
@@ -482,7 +484,7 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
         L += ["Every (tool, task) call finished.", ""]
     else:
         for _, r in bad.iterrows():
-            err = r.get("error") if isinstance(r.get("error"), str) else ""
+            err = r.get("error") if isinstance(r.get("error"), str) and r["status"] == "error" else ""
             L.append(f"- {r['tool']} on {r['task']}: {r['status']}" + (f" ({err})" if err else ""))
         L.append("")
     L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
