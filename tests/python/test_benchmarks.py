@@ -51,10 +51,15 @@ def test_quick_benchmark_run(tmp_path):
         assert 50 < r_["peak_rss_mb"] < 16 * 1024  # a Python/R process with data loaded, below the memory cap
     assert 0.0 <= ann.loc["logreg", "ece"] <= 1.0
 
+    # PCA+KMeans needs scanpy, which is in the optional `bench` extra, not in the test environment CI builds:
+    # either it ran, or it is recorded as not installed (never an error)
+    kmeans = df[df["tool"] == "pca_kmeans"]["status"]
+    assert len(kmeans) >= 1 and all(st == "ok" or st.startswith("not installed") for st in kmeans), kmeans
     clu = df[(df["task"] == "cellbench_sc_celseq2_5cl_p2") & (df["status"] == "ok")].set_index("tool")
-    assert {"pybridge_cicl", "pca_kmeans"} <= set(clu.index)
+    assert "pybridge_cicl" in clu.index
     assert (clu["k_found"] <= 5).all() and (clu["ari"].between(-0.5, 1.0)).all()
-    assert clu.loc["pca_kmeans", "ari"] > 0.5  # five cell lines separate easily
+    if "pca_kmeans" in clu.index:
+        assert clu.loc["pca_kmeans", "ari"] > 0.5  # five cell lines separate easily
 
     page = (out / "RESULTS.md").read_text()
     assert "Quick smoke run" in page and "## Per-task results" in page
