@@ -364,9 +364,9 @@ def test_unknown_option_is_a_type_error_naming_the_valid_ones(method, no_trainin
         run(method, q, ref, n_epoch=3)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_interrupt_mid_training_leaves_the_object_unchanged(method, monkeypatch):
-    """KeyboardInterrupt at the first progress step of training: it propagates, and nothing was written."""
+def interrupt_training(monkeypatch, modules=None):
+    """Make the training loops of ``modules`` (default: every method) raise KeyboardInterrupt at their first
+    progress step, as a user pressing Ctrl-C mid-training would."""
     import pybridge.train as tr
 
     class InterruptingBar:
@@ -379,8 +379,14 @@ def test_interrupt_mid_training_leaves_the_object_unchanged(method, monkeypatch)
         def __getattr__(self, name):
             return getattr(self.bar, name)
 
-    for mod in TRAINING_MODULES:
+    for mod in modules or TRAINING_MODULES:
         monkeypatch.setattr(f"{mod}.progress", InterruptingBar)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_interrupt_mid_training_leaves_the_object_unchanged(method, monkeypatch):
+    """KeyboardInterrupt at the first progress step of training: it propagates, and nothing was written."""
+    interrupt_training(monkeypatch)
     ref, q = toy(), toy(seed=1, prefix="q")
     cfg = {"nmf_refine": True} if method == "nmf_transfer" else {}  # the refinement loop reports progress
     before = snapshot(q)

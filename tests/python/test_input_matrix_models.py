@@ -17,7 +17,8 @@ from pybridge import _io
 from pybridge.api import COMPUTE
 from pybridge.cli import main
 
-from test_input_matrix import METHODS, TINY, TRAINING_MODULES, TrainingStarted, is_annotation, one_thread, toy  # noqa: F401
+from test_input_matrix import (METHODS, TINY, TRAINING_MODULES, TrainingStarted, interrupt_training,  # noqa: F401
+                               is_annotation, one_thread, toy)
 
 ANNOTATION = [m for m in METHODS if is_annotation(m)]
 CLUSTERING = [m for m in METHODS if not is_annotation(m)]
@@ -362,20 +363,7 @@ def test_cli_train_refuses_an_out_path_that_is_a_file(files, capsys, monkeypatch
 
 @pytest.mark.parametrize("command, method", entry_points())
 def test_cli_interrupt_exits_130_and_writes_nothing(command, method, files, capsys, monkeypatch):
-    import pybridge.train as tr
-
-    class InterruptingBar:
-        def __init__(self, *args, **kwargs):
-            self.bar = tr.progress(*args, **kwargs)
-
-        def update(self, *args, **kwargs):
-            raise KeyboardInterrupt
-
-        def __getattr__(self, name):
-            return getattr(self.bar, name)
-
-    for mod in TRAINING_MODULES:
-        monkeypatch.setattr(f"{mod}.progress", InterruptingBar)
+    interrupt_training(monkeypatch)
     extra = ["--set", "nmf_refine=true"] if method == "nmf_transfer" else []
     capsys.readouterr()
     assert main(cli_args(command, method, files, extra=extra)) == 130

@@ -86,19 +86,9 @@ def test_sigint_during_training_leaves_r_alive_and_the_object_unchanged(tmp_path
 def test_keyboard_interrupt_in_python_hosted_r_is_an_r_interrupt_and_changes_nothing(r_session, monkeypatch):
     """Python hosts R (rpy2): a KeyboardInterrupt in the training loop reaches R as an ``interrupt`` condition
     (class ``pybridge_interrupted``), not as a crash or an "internal" error; R's object is unchanged."""
-    import pybridge.train as tr
+    from test_input_matrix import interrupt_training
 
-    class InterruptingBar:
-        def __init__(self, *args, **kwargs):
-            self.bar = tr.progress(*args, **kwargs)
-
-        def update(self, *args, **kwargs):
-            raise KeyboardInterrupt
-
-        def __getattr__(self, name):
-            return getattr(self.bar, name)
-
-    monkeypatch.setattr("pybridge.models.scnym.progress", InterruptingBar)
+    interrupt_training(monkeypatch, ["pybridge.models.scnym"])
     ro = r_session
     ro.r('''
       local({
