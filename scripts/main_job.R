@@ -79,6 +79,7 @@ print(table(known = factor(truth, classes), predicted = factor(pred, classes)))
 
 # ---------------------------------------------------------------- plots
 set.seed(0)
+options(Seurat.warn.umap.uwot = FALSE)  # Seurat 4's one-time note that its UMAP default changed
 query <- RunUMAP(query, reduction = "scnym", dims = seq_len(ncol(Embeddings(query, "scnym"))),
                  n.neighbors = 15L, seed.use = 0L, verbose = FALSE)
 um <- Embeddings(query, "umap")
