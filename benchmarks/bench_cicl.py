@@ -33,17 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 import pybridge  # noqa: E402
 from pybridge.models.cicl import CICL  # noqa: E402
+from benchmarks.tasks import CLUSTERING_SETS  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-DATASETS = [
-    "dcc_10X_PBMC_top2000",
-    "dcc_mouse_bladder_cell_top2000",
-    "simlr_pollen",
-    "sc3_yan",
-    "pbmc3k_counts_seurat_labels",
-    "baron_mouse2",
-    "cellbench_sc_celseq2_5cl_p2",
-]
+DATASETS = CLUSTERING_SETS  # the suite's clustering sets (benchmarks/tasks.py)
 DATASETS_BY_SIZE = ["sc3_yan", "simlr_pollen", "cellbench_sc_celseq2_5cl_p2", "baron_mouse2",
                     "pbmc3k_counts_seurat_labels", "dcc_mouse_bladder_cell_top2000", "dcc_10X_PBMC_top2000"]
 #: CICL paper, Table 3 (ARI, NMI), where the dataset overlaps. The paper's "pollen" has 301 cells

@@ -48,15 +48,7 @@ sys.path.insert(0, str(ROOT))
 import pybridge  # noqa: E402
 from pybridge.api import COMPUTE  # noqa: E402
 
-PANC8_TECHS = ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
-
-#: task -> (reference file or panc8 tech, query file)
-PAIRS = {
-    "baron_mouse1->2": ("baron_mouse1", "baron_mouse2"),
-    "cellbench_celseq2->dropseq": ("cellbench_sc_celseq2", "cellbench_sc_dropseq"),
-    "cellbench_5cl_p1->p3": ("cellbench_sc_celseq2_5cl_p1", "cellbench_sc_celseq2_5cl_p3"),
-    "zheng_train->test": ("casi_zheng_sorted_train", "casi_zheng_sorted_test"),
-}
+from benchmarks.tasks import PAIRS, PANC8_TECHS  # noqa: E402  (the suite's task list)
 
 #: removal experiments: task -> types removed from the reference
 REMOVALS = [

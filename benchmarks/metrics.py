@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score, roc_auc_score
 
+from pybridge.rejection import expected_calibration_error
+
 N_BINS = 10
 
 
@@ -29,14 +31,7 @@ def ece(confidence, correct, n_bins: int = N_BINS) -> float:
     m = np.isfinite(c)
     if not m.any():
         return float("nan")
-    c, ok = np.clip(c[m], 0, 1), ok[m]
-    bins = np.minimum((c * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        s = bins == b
-        if s.any():
-            total += s.mean() * abs(ok[s].mean() - c[s].mean())
-    return float(total)
+    return expected_calibration_error(np.clip(c[m], 0, 1), ok[m], n_bins)
 
 
 def reliability(confidence, correct, n_bins: int = N_BINS) -> pd.DataFrame:

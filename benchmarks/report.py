@@ -155,6 +155,18 @@ def wins(d: pd.DataFrame, metric: str, ours: list, peers: list) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- plots
+
+def _grouped_bars(ax, piv, tools, cmap, *, rotation, fontsize):
+    """One bar per tool in each task's group (``piv``: tasks x tools); pybridge's bars are outlined."""
+    w = 0.8 / max(1, len(tools))
+    x = np.arange(len(piv.index))
+    for i, t in enumerate(tools):
+        ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
+               edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(list(piv.index), rotation=rotation, ha="right", fontsize=fontsize)
+
+
 def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
     import matplotlib
 
@@ -170,13 +182,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         tasks = list(dict.fromkeys(a["task"]))
         piv = a.pivot_table(index="task", columns="tool", values="acc").reindex(index=tasks, columns=tools)
         fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(tasks) + 4), 4.2))
-        w = 0.8 / max(1, len(tools))
-        x = np.arange(len(tasks))
-        for i, t in enumerate(tools):
-            ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
-                   edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
-        ax.set_xticks(x)
-        ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
+        _grouped_bars(ax, piv, tools, cmap, rotation=30, fontsize=8)
         lo = np.nanmin(piv.to_numpy()) if np.isfinite(piv.to_numpy()).any() else 0
         ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.0)
         ax.set_ylabel("accuracy (shared types, before rejection)")
@@ -238,13 +244,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         tasks = list(dict.fromkeys(c["task"]))
         piv = c.pivot_table(index="task", columns="tool", values="ari").reindex(index=tasks, columns=tools)
         fig, ax = plt.subplots(figsize=(max(7, 0.8 * len(tasks) + 4), 4.2))
-        w = 0.8 / max(1, len(tools))
-        x = np.arange(len(tasks))
-        for i, t in enumerate(tools):
-            ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
-                   edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
-        ax.set_xticks(x)
-        ax.set_xticklabels(tasks, rotation=35, ha="right", fontsize=7)
+        _grouped_bars(ax, piv, tools, cmap, rotation=35, fontsize=7)
         ax.set_ylabel("ARI")
         ax.set_title("Clustering ARI (transfer-task queries and clustering sets)")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
