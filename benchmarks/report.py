@@ -282,6 +282,13 @@ def r_overhead_section() -> list:
     return lines
 
 
+def _loaded(run_info: dict, mach: dict) -> bool:
+    """Whether the load average during the run says other work shared the cores with it."""
+    loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
+    cores = mach.get("cores") or os.cpu_count() or 1
+    return bool(loads) and max(loads) > 1.25 * float(cores)
+
+
 def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = None) -> None:
     run_info = run_info or {}
     rel_path = out / "reliability.csv"
@@ -307,8 +314,9 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
              + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
           f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
           f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
-          f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}: **the 2 cores were shared with other jobs, so wall times "
-          "are inflated and noisy**; accuracies are unaffected.",
+          f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
+          + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
+             "unaffected." if _loaded(run_info, mach) else " (about what the run's own calls produce)."),
           f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
           f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
