@@ -230,9 +230,13 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
          f"Made by `python -m benchmarks scale {info.get('argv', '')}` on {info['started']} "
          f"({fmt(info['minutes'], 1)} min). Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB "
          f"RAM; {info['threads']} threads per call; per-call timeout {fmt(info['timeout'], 0)} s, memory limit "
-         f"{fmt(info['mem'], 0)} GB. **The 2 cores were shared with other jobs (load average "
-         f"{fmt(info['load'][0], 1)} at the end), so every time is inflated**; ratios between sizes are the more "
-         "useful reading. No GPU was available (a GPU column is added automatically when CUDA is).", "",
+         f"{fmt(info['mem'], 0)} GB; load average {fmt(info['load'][0], 1)} at the end"
+         + (". **The cores were shared with other jobs, so every time is inflated**; ratios between sizes are the "
+            "more useful reading." if info["load"][0] > 1.25 * float(mach["cores"] or 1)
+            else " (about what the run's own calls produce).")
+         + (" GPU rows are marked in the device column." if "device" in df and df["device"].astype(str).str.contains(
+             "cuda", case=False).any() else " No GPU was available (a GPU column is added automatically when CUDA "
+                                             "is)."), "",
          "Data: `pybridge.datasets.simulate` (hierarchical negative binomial, 8 types, 2000 genes, background "
          f"means Gamma(2, rate {GAMMA_RATE})), 2N cells split at random into a reference and a query of N cells each. "
          "Neural methods run a fixed, small number of epochs (see the module docstring of `benchmarks/scale.py`), so "
