@@ -47,12 +47,6 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   cells to one class. Check the predicted composition when using it.
 * Class balance: like the paper, no balancing by default; ``balanced_classes=True``
   samples reference cells with weights 1/n_class (the reference code's option).
-* Label shift (``adv_label_shift=True``, off by default; not in the paper): the
-  adversary weights each reference cell by (query share / reference share) of
-  its class, the query shares being the previous epoch's mean pseudolabel
-  probabilities (PADA, Cao et al. 2018). The plain adversary matches the
-  query to the reference's class mix, which pulls query cells of a class that
-  is rarer in the reference onto other classes.
 * Rejection (``reject=True``): JIND-style per-class thresholds from the
   validation predictions (shared with the other classifiers); scNym's own
   rule, confidence < 0.5, is ``min_confidence=0.5``.
@@ -105,7 +99,6 @@ class ScNymConfig:
     use_adversary: bool = True
     discovery: bool = False
     pseudolabel_min_confidence: float = 0.9  # used in discovery mode
-    adv_label_shift: bool = False  # weight reference cells in the adversary by query/reference class ratios (PADA)
     joint_forward: bool = True
     balanced_classes: bool = False  # sample reference cells with weights 1/n_class (reference-code option)
     reject: bool = False
@@ -184,19 +177,6 @@ def ramp_weight(epoch: int, max_weight: float, ramp_epochs: int, shape: str) -> 
     if shape == "linear":
         return float(max_weight * t)
     return float(max_weight * np.exp(-5.0 * (1.0 - t) ** 2))
-
-
-def label_shift_weights(query_share: np.ndarray, reference_share: np.ndarray) -> np.ndarray:
-    """Per-class weights for reference cells: query share / reference share, scaled to average 1 over the reference.
-
-    This is the class weighting of partial adversarial domain adaptation (PADA, Cao et al. 2018), used by
-    ``adv_label_shift=True``: a class that is rare in the query counts little in the domain adversary, so the
-    adversary does not push query cells towards it. Classes absent from the reference get weight 0.
-    """
-    query_share = np.asarray(query_share, dtype=float)
-    reference_share = np.asarray(reference_share, dtype=float)
-    ratio = np.where(reference_share > 0, query_share / np.maximum(reference_share, 1e-12), 0.0)
-    return ratio / max(float((reference_share * ratio).sum()), 1e-12)
 
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -320,8 +300,6 @@ class ScNym(BaseAnnotator):
         history = History()
         sampler = InfiniteSampler(Xq.shape[0], cfg.batch_size, rng) if Xq is not None else None
         y_t = torch.as_tensor(y, device=dev)
-        prior_r = np.bincount(y[train_idx], minlength=K) / max(len(train_idx), 1)
-        class_w, q_sum, q_n = None, np.zeros(K), 0
         dom_r_t = torch.as_tensor(dom_r, device=dev)
         dom_q_t = None if dom_q is None else torch.as_tensor(dom_q, device=dev)
         bar = progress(cfg.n_epochs, self.verbose, "scNym")
@@ -333,11 +311,6 @@ class ScNym(BaseAnnotator):
             w_ssl = ramp_weight(epoch, cfg.ssl_max_weight, cfg.ssl_ramp_epochs, cfg.ssl_ramp) if semi else 0.0
             w_adv = ramp_weight(epoch, cfg.adv_max_weight, cfg.adv_ramp_epochs, cfg.adv_ramp)
             sums = np.zeros(4)
-            if cfg.adv_label_shift and adv is not None and semi and q_n > 0:
-                # PADA-style: the adversary sees reference cells weighted by (query share / reference share)
-                # of their class, the query shares being last epoch's mean pseudolabel probabilities
-                class_w = torch.as_tensor(label_shift_weights(q_sum / q_n, prior_r), dtype=torch.float32, device=dev)
-                q_sum, q_n = np.zeros(K), 0
             if cfg.balanced_classes:
                 w = 1.0 / np.bincount(y[train_idx], minlength=K)[y[train_idx]]
                 order = rng.choice(len(train_idx), size=len(train_idx), replace=True, p=w / w.sum())
@@ -354,10 +327,7 @@ class ScNym(BaseAnnotator):
                     du = dom_q_t[qi]
                 else:
                     u = du = None
-                losses, pq = self._step(net, adv, x, yb, dom_r_t[idx], u, du, w_ssl, w_adv, semi, gen, rng, class_w)
-                if pq is not None and cfg.adv_label_shift:
-                    q_sum += pq.sum(0).cpu().numpy()
-                    q_n += len(pq)
+                losses = self._step(net, adv, x, yb, dom_r_t[idx], u, du, w_ssl, w_adv, semi, gen, rng)
                 opt.zero_grad(set_to_none=True)
                 losses[0].backward()
                 opt.step()
@@ -382,8 +352,8 @@ class ScNym(BaseAnnotator):
         probs, _ = self._predict_arrays(Xr[val_idx])
         return probs
 
-    def _step(self, net, adv, x, yb, dx, u, du, w_ssl, w_adv, semi, gen, rng, class_w=None):
-        """One training step: ((total with grad, then detached total, ce, ssl, adv), query pseudolabel probabilities)."""
+    def _step(self, net, adv, x, yb, dx, u, du, w_ssl, w_adv, semi, gen, rng):
+        """One training step: (total with grad, then detached total, ce, ssl, adv)."""
         cfg = self.config
         zero = x.new_zeros(())
         x_aug = mask_genes(x, cfg.mask_fraction, gen)
@@ -429,13 +399,9 @@ class ScNym(BaseAnnotator):
             l_ssl = (((pu - u_tgt) ** 2).sum(dim=1) * u_mask).mean()
         l_adv = zero
         if use_adv and len(dan_x) > 0:
-            if class_w is None:
-                l_adv = F.cross_entropy(adv(grad_reverse(hs[-1], w_adv)), dan_d)
-            else:
-                wts = torch.cat([class_w[yb.argmax(1)], torch.ones(len(dan_x) - len(x), device=x.device)])
-                l_adv = (F.cross_entropy(adv(grad_reverse(hs[-1], w_adv)), dan_d, reduction="none") * wts).mean()
+            l_adv = F.cross_entropy(adv(grad_reverse(hs[-1], w_adv)), dan_d)
         total = l_ce + w_ssl * l_ssl + l_adv
-        return (total, total.detach(), l_ce.detach(), l_ssl.detach(), l_adv.detach()), (p if semi else None)
+        return total, total.detach(), l_ce.detach(), l_ssl.detach(), l_adv.detach()
 
     @torch.no_grad()
     def _val_loss(self, net, X, y, idx) -> float:

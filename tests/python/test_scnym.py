@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pybridge
-from pybridge.models.scnym import ScNymNet, grad_reverse, label_shift_weights, mask_genes, ramp_weight, sharpen
+from pybridge.models.scnym import ScNymNet, grad_reverse, mask_genes, ramp_weight, sharpen
 from pybridge.rejection import UNASSIGNED
 
 from conftest import accuracy, load
@@ -50,27 +50,6 @@ def test_gradient_reversal_scales_and_flips():
     x = torch.ones(3, requires_grad=True)
     grad_reverse(x, 0.1).sum().backward()
     assert torch.allclose(x.grad, torch.full((3,), -0.1))
-
-
-def test_label_shift_weights():
-    w = label_shift_weights([0.5, 0.5, 0.0], [0.25, 0.25, 0.5])
-    assert np.allclose(w, [2.0, 2.0, 0.0])  # a class missing from the query drops out of the adversary
-    ref_share = np.array([0.1, 0.6, 0.3])
-    w = label_shift_weights([0.3, 0.3, 0.4], ref_share)
-    assert np.isclose((ref_share * w).sum(), 1.0)  # the reference keeps its total weight
-    assert np.allclose(label_shift_weights(ref_share, ref_share), 1.0)  # no shift: the plain adversary
-    assert label_shift_weights([0.5, 0.5], [1.0, 0.0])[1] == 0.0  # no reference cells: no weight
-
-
-def test_label_shift_option_trains_and_is_recorded(panc8_pair):
-    ref, q = panc8_pair
-    plain = pybridge.ScNym(seed=0, **FAST).fit(ref, query=q)
-    shifted = pybridge.ScNym(seed=0, adv_label_shift=True, **FAST).fit(ref, query=q)
-    assert shifted.config.adv_label_shift and not plain.config.adv_label_shift
-    res = shifted.predict(q)
-    assert np.allclose(res.probabilities.sum(1), 1.0)
-    # the weighting changes training from the second epoch on, so the weights differ from the plain run
-    assert not torch.equal(plain.net_.blocks[0][0].weight, shifted.net_.blocks[0][0].weight)
 
 
 def test_gene_masking_renormalises_to_cpm():
