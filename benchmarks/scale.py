@@ -241,6 +241,7 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
          f"means Gamma(2, rate {GAMMA_RATE})), 2N cells split at random into a reference and a query of N cells each. "
          "Neural methods run a fixed, small number of epochs (see the module docstring of `benchmarks/scale.py`), so "
          "their times are the cost of those epochs plus preprocessing and prediction, not of a converged model.",
+         *(["", f"Note: {info['note']}"] if info.get("note") else []),
          "", "## Summary", ""]
     ok = df[df["status"] == "ok"]
     head = ["tool"] + [f"{s // 1000}k s" for s in sizes] + [f"{s // 1000}k MB" for s in sizes]
