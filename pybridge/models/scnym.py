@@ -42,7 +42,8 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   and in the adversary. Use it with ``reject=True`` when the query may hold
   types the reference lacks: on six held-out-type tasks it raised the rejected
   fraction of the missing type from 20 % to 85 % (benchmarks/results_scnym.md).
-  It is off by default (as in the paper) because it can collapse: on one of
+  It is off by default (as in the paper's main experiments; the reference
+  code's API turns it on) because it can collapse: on one of
   the nine dev tasks (panc8 fluidigmc1) three of five seeds sent most query
   cells to one class. Check the predicted composition when using it.
 * Class balance: like the paper, no balancing by default; ``balanced_classes=True``
