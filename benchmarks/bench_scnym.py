@@ -70,7 +70,7 @@ def unseen_tasks(data: Path) -> dict:
 
     five_p1, five_p3 = f("cellbench_sc_celseq2_5cl_p1"), f("cellbench_sc_celseq2_5cl_p3")
     return {
-        "zheng_train->test": (f("casi_zheng_sorted_train"), f("casi_zheng_sorted_test")),
+        "zheng_train->test": dev_tasks(data)["zheng_train->test"],
         "panc8:indrop-acinar": (drop(panc8(["celseq", "celseq2", "fluidigmc1"]), "acinar"), panc8(["indrop"])),
         "5cl_p1->p3-H1975": (drop(five_p1, "H1975"), five_p3),
         "5cl_p1->p3-HCC827": (drop(five_p1, "HCC827"), five_p3),
@@ -113,8 +113,9 @@ def run(args) -> pd.DataFrame:
         tasks = unseen_tasks(Path(args.data))
         names = list(tasks)
     else:
-        tasks = dev_tasks(Path(args.data)) | unseen_tasks(Path(args.data))
-        names = args.tasks.split(",") if args.tasks else list(dev_tasks(Path(args.data)))
+        dev = dev_tasks(Path(args.data))
+        tasks = dev | unseen_tasks(Path(args.data))
+        names = args.tasks.split(",") if args.tasks else list(dev)
     opts = {}
     for item in args.set or []:
         k, v = item.split("=", 1)

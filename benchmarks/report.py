@@ -282,11 +282,10 @@ def r_overhead_section() -> list:
     return lines
 
 
-def _loaded(run_info: dict, mach: dict) -> bool:
-    """Whether the load average during the run says other work shared the cores with it."""
-    loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
-    cores = mach.get("cores") or os.cpu_count() or 1
-    return bool(loads) and max(loads) > 1.25 * float(cores)
+def was_loaded(loads, cores) -> bool:
+    """Whether 1-minute load averages taken during a run say other work shared the ``cores`` with it."""
+    loads = [v for v in loads if v is not None]
+    return bool(loads) and max(loads) > 1.25 * float(cores or os.cpu_count() or 1)
 
 
 def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = None) -> None:
@@ -316,7 +315,8 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
           f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
           + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
-             "unaffected." if _loaded(run_info, mach) else " (about what the run's own calls produce)."),
+             "unaffected." if was_loaded([v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v], mach["cores"])
+             else " (about what the run's own calls produce)."),
           f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
           f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),

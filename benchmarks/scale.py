@@ -222,7 +222,7 @@ def main(argv=None) -> int:
 
 
 def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
-    from .report import fmt, label_of, machine
+    from .report import fmt, label_of, machine, was_loaded
 
     mach = machine()
     sizes = sorted(df["size"].unique())
@@ -232,7 +232,7 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
          f"RAM; {info['threads']} threads per call; per-call timeout {fmt(info['timeout'], 0)} s, memory limit "
          f"{fmt(info['mem'], 0)} GB; load average {fmt(info['load'][0], 1)} at the end"
          + (". **The cores were shared with other jobs, so every time is inflated**; ratios between sizes are the "
-            "more useful reading." if info["load"][0] > 1.25 * float(mach["cores"] or 1)
+            "more useful reading." if was_loaded([info["load"][0]], mach["cores"])
             else " (about what the run's own calls produce).")
          + (" GPU rows are marked in the device column." if "device" in df and df["device"].astype(str).str.contains(
              "cuda", case=False).any() else " No GPU was available (a GPU column is added automatically when CUDA "
