@@ -206,6 +206,7 @@ pybridge_python <- function() {
     on.exit(if (is.na(old)) Sys.unsetenv("RETICULATE_PYTHON") else Sys.setenv(RETICULATE_PYTHON = old), add = TRUE)
     reticulate::use_python(python, required = TRUE)
   }
+  .pybridge$torch_isolated <- .load_torch_isolated()
   module <- tryCatch(
     reticulate::import("pybridge.r", convert = TRUE, delay_load = FALSE),
     error = function(e) {
@@ -222,17 +223,47 @@ pybridge_python <- function() {
   module
 }
 
-# In an R-hosted session torch's matrix products resolve to R's BLAS (the R
-# executable puts its libblas first in the symbol search order, and libtorch
-# calls sgemm_ through it). With the reference BLAS that is ~15x slower than in
-# Python; OpenBLAS is as fast as torch's own MKL. Warn once.
+# In an R-hosted session the R executable's libblas comes first in the symbol
+# search order, so a plainly imported torch sends its matrix products (sgemm_)
+# to R's BLAS instead of its own MKL. With the reference BLAS that is ~15x
+# slower than from Python; with Debian's OpenBLAS the products are fast, but
+# OpenBLAS's threads and torch's OpenMP threads then compete for the cores
+# (scNym trained 1.3-2.5x slower than from Python in benchmarks/bench_r_overhead.py).
+# So torch is imported first with RTLD_DEEPBIND (Linux), which makes libtorch
+# resolve its own symbols before R's. Returns TRUE when that was done; FALSE
+# when torch was already imported in this session, the platform has no
+# RTLD_DEEPBIND, or options(pybridge.isolate_torch = FALSE) turns it off.
+.load_torch_isolated <- function() {
+  if (!isTRUE(getOption("pybridge.isolate_torch", TRUE))) return(FALSE)
+  code <- paste(
+    "import os, sys",
+    "isolated = False",
+    "if 'torch' not in sys.modules and hasattr(os, 'RTLD_DEEPBIND') and sys.platform.startswith('linux'):",
+    "    flags = sys.getdlopenflags()",
+    "    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)",
+    "    try:",
+    "        import torch",
+    "        isolated = True",
+    "    except ImportError:",
+    "        pass",
+    "    finally:",
+    "        sys.setdlopenflags(flags)",
+    sep = "\n"
+  )
+  out <- tryCatch(reticulate::py_run_string(code, local = TRUE, convert = TRUE), error = function(e) NULL)
+  isTRUE(out$isolated)
+}
+
+# Warn once when torch shares R's reference BLAS (torch was imported before
+# pybridge could isolate it).
 .check_blas <- function() {
   blas <- tryCatch(extSoftVersion()[["BLAS"]], error = function(e) "")
-  if (is.null(.pybridge$warned_blas) && .is_reference_blas(blas)) {
+  if (is.null(.pybridge$warned_blas) && !isTRUE(.pybridge$torch_isolated) && .is_reference_blas(blas)) {
     .pybridge$warned_blas <- TRUE
-    .warn("R uses the reference BLAS (", blas, "). Inside an R session torch's matrix products go through R's ",
-          "BLAS, so pybridge's models train ~15x slower than from Python. Install an optimised BLAS ",
-          "(Debian/Ubuntu: apt-get install libopenblas0-pthread) and restart R.")
+    .warn("R uses the reference BLAS (", blas, ") and torch was imported before pybridge could keep it on its ",
+          "own BLAS, so pybridge's models train ~15x slower than from Python. Restart R and load pybridge ",
+          "before anything imports torch, or install an optimised BLAS ",
+          "(Debian/Ubuntu: apt-get install libopenblas0-pthread).")
   }
   invisible(blas)
 }

@@ -8,7 +8,11 @@ CPU) on the same data:
 * ``R (reticulate)``: ``RunScNym`` in an ``Rscript`` process (R hosts Python),
   on a Seurat object and on a SingleCellExperiment;
 * ``R (rpy2)``: ``pybridge::RunScNym`` called from this Python process through
-  rpy2 (Python hosts R; objects cross with anndata2ri in the callback).
+  rpy2 (Python hosts R; objects cross with anndata2ri in the callback);
+* ``R (reticulate), Seurat, torch on R's BLAS``: as the first R row, with
+  ``options(pybridge.isolate_torch = FALSE)``: torch imported plainly, so its
+  matrix products run in R's BLAS (what every R call did before pybridge
+  imported torch with RTLD_DEEPBIND; see ``.load_torch_isolated`` in R/python.R).
 
 Each R-side row reports the end-to-end time of the R call, the model's own
 time inside it (``params$timings$total_s``, the same code the Python baseline
@@ -68,6 +72,9 @@ R_SCRIPT = r"""
 suppressPackageStartupMessages({library(pybridge); library(SeuratObject); library(SingleCellExperiment)})
 args <- commandArgs(trailingOnly = TRUE)
 dir <- args[[1]]; epochs <- as.integer(args[[2]]); repeats <- as.integer(args[[3]])
+shared_blas <- length(args) > 3 && args[[4]] == "shared-blas"  # torch imported plainly: its sgemm_ goes to R's BLAS
+if (shared_blas) options(pybridge.isolate_torch = FALSE)
+py_labels <- readLines(file.path(dir, "python_labels.txt"))
 ref <- readRDS(file.path(dir, "ref_seurat.rds")); q <- readRDS(file.path(dir, "query_seurat.rds"))
 sref <- readRDS(file.path(dir, "ref_sce.rds")); sq <- readRDS(file.path(dir, "query_sce.rds"))
 # warm-up: start Python, import torch, first kernels
@@ -78,14 +85,19 @@ one <- function(label, query, reference) {
     out <- RunScNym(query, reference, n_epochs = epochs, device = "cpu", verbose = FALSE)
     total <- proc.time()[["elapsed"]] - t0
     p <- if (inherits(out, "Seurat")) Command(out, "RunScNym.scnym")@params else metadata(out)$pybridge$scnym$params
-    cat(jsonlite::toJSON(list(label = label, total = total, model = p$timings$total_s,
-                              bridge = p$r_bridge), auto_unbox = TRUE), "\n")
+    cat(jsonlite::toJSON(list(label = label, total = total, model = p$timings$total_s, bridge = p$r_bridge,
+                              same = identical(as.character(out$predicted.scnym), py_labels)),
+                         auto_unbox = TRUE), "\n")
   }
 }
-one("R (reticulate), Seurat", q, ref)
-one("R (reticulate), SCE", sq, sref)
-bridge_only(q, ref, "R (reticulate), Seurat")
-bridge_only(sq, sref, "R (reticulate), SCE")
+if (shared_blas) {
+  one("R (reticulate), Seurat, torch on R's BLAS", q, ref)
+} else {
+  one("R (reticulate), Seurat", q, ref)
+  one("R (reticulate), SCE", sq, sref)
+  bridge_only(q, ref, "R (reticulate), Seurat")
+  bridge_only(sq, sref, "R (reticulate), SCE")
+}
 """
 
 # The bridge alone, without a model: what RunScNym does around the model (read the
@@ -146,6 +158,7 @@ def main() -> None:
                      "model": res.params["timings"]["total_s"], "bridge": {}})
         print(f"  python: {total:.2f}s", flush=True)
     py_labels = np.asarray(res.labels, dtype=str)
+    same_r = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -169,22 +182,26 @@ def main() -> None:
             """)
 
         # ---- R hosts Python (reticulate), in its own process
+        # (second process: torch imported without isolation, as before pybridge loaded it with RTLD_DEEPBIND)
         script = tmp / "bench.R"
         script.write_text(R_BRIDGE_ONLY + R_SCRIPT)
+        (tmp / "python_labels.txt").write_text("\n".join(py_labels) + "\n")
         env = dict(os.environ, PYBRIDGE_PYTHON=sys.executable)
-        proc = subprocess.run(["Rscript", str(script), str(tmp), str(args.epochs), str(args.repeats)],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"Rscript failed:\n{proc.stderr[-3000:]}")
         bridge_rows = []
-        for line in proc.stdout.splitlines():
-            if line.strip().startswith("{"):
-                row = json.loads(line)
-                if row.get("kind") == "bridge":
-                    bridge_rows.append(row)
-                    continue
-                rows.append(row)
-                print(f"  {row['label']}: {row['total']:.2f}s", flush=True)
+        for mode in ("isolated", "shared-blas"):
+            proc = subprocess.run(["Rscript", str(script), str(tmp), str(args.epochs), str(args.repeats), mode],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"Rscript failed:\n{proc.stderr[-3000:]}")
+            for line in proc.stdout.splitlines():
+                if line.strip().startswith("{"):
+                    row = json.loads(line)
+                    if row.get("kind") == "bridge":
+                        bridge_rows.append(row)
+                        continue
+                    rows.append(row)
+                    same_r[row["label"]] = bool(row.get("same"))
+                    print(f"  {row['label']}: {row['total']:.2f}s", flush=True)
 
         # ---- Python hosts R (rpy2): the R entry point from this process
         ro.r(f"""
@@ -202,7 +219,8 @@ def main() -> None:
             rows.append({"label": "R (rpy2 callback, anndata2ri), Seurat", "total": total, "model": model,
                          "bridge": bridge})
             print(f"  rpy2: {total:.2f}s", flush=True)
-        same = list(ro.r("as.character(bout$predicted.scnym)")) == py_labels.tolist()
+        same_r["R (rpy2 callback, anndata2ri), Seurat"] = (list(ro.r("as.character(bout$predicted.scnym)"))
+                                                          == py_labels.tolist())
         ro.r(R_BRIDGE_ONLY)
         for _ in range(5):
             t0 = time.perf_counter()
@@ -234,7 +252,8 @@ def main() -> None:
         if b:
             lines.append(f"| {r['label']} | {b.get('extract_s', float('nan')):.2f} | {b.get('build_s', float('nan')):.2f} | "
                          f"{b.get('call_s', float('nan')):.2f} | {b.get('python_s', float('nan')):.2f} |")
-    lines += ["", f"Labels of the rpy2 R call identical to the Python call's: {same}.", "",
+    lines += ["", "Labels identical to the Python call's (same seed): "
+              + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in same_r.items()) + ".", "",
               "The bridge alone (no model; best of 5): reading the objects in R, handing them to Python, building "
               "the AnnData, returning a result of the real shape (labels, scores, 6-class probabilities, "
               "256-d embedding) and writing it into the object.", "",
@@ -248,7 +267,13 @@ def main() -> None:
     print(text)
     if args.write:
         out = ROOT / "benchmarks" / "results_r_overhead.md"
-        out.write_text("# R entry point overhead\n\nMade by `benchmarks/bench_r_overhead.py --write`.\n\n" + text + "\n")
+        intro = ("# R entry point overhead\n\nMade by `benchmarks/bench_r_overhead.py --write`.\n\n"
+                 "When R hosts Python, R's own libblas comes first in the symbol search order, so a plainly imported "
+                 "torch runs its matrix products in R's BLAS (Debian: OpenBLAS, whose threads then compete with "
+                 "torch's OpenMP threads). pybridge's R package therefore imports torch with RTLD_DEEPBIND, which "
+                 "keeps it on its own MKL; the row 'torch on R's BLAS' turns that off "
+                 "(`options(pybridge.isolate_torch = FALSE)`) to show what it saves.\n\n")
+        out.write_text(intro + text + "\n")
         print(f"\nwrote {out}")
 
 

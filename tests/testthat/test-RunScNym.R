@@ -183,3 +183,12 @@ test_that("asking for anndata2ri in an R session falls back to the dgCMatrix pat
   expect_identical(bridge$converter, "sparse")
   expect_identical(levels(out$predicted.scnym), ref_classes)
 })
+
+test_that("torch is loaded on its own BLAS, not R's (Linux)", {
+  skip_if_no_python()
+  skip_if(Sys.info()[["sysname"]] != "Linux", "RTLD_DEEPBIND is Linux-only")
+  seurat_result()  # starts Python through pybridge
+  # FALSE would mean torch's matrix products run in R's libblas (1.3-2.5x slower with OpenBLAS, see
+  # benchmarks/results_r_overhead.md), e.g. because something imported torch before pybridge did
+  expect_true(isTRUE(pybridge:::.pybridge$torch_isolated))
+})
