@@ -235,7 +235,8 @@ def main() -> None:
     lines = [
         f"scNym, {args.epochs} epochs, simulated query {args.cells} cells x {args.genes} genes "
         f"({nnz / 1e6:.1f}M non-zeros), reference {args.ref_cells} cells; CPU ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {threads} torch threads); best of {args.repeats}; wall-clock seconds.",
+        f"{os.cpu_count()} cores, {threads} torch threads); best of {args.repeats}; wall-clock seconds; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (this run's own calls use about 2).",
         "",
         "| entry point | end to end (s) | model (s) | overhead (s) | overhead / end to end | vs Python call |",
         "|---|---:|---:|---:|---:|---:|",
