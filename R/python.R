@@ -225,7 +225,7 @@ pybridge_python <- function() {
 
 # In an R-hosted session the R executable's libblas comes first in the symbol
 # search order, so a plainly imported torch sends its matrix products (sgemm_)
-# to R's BLAS instead of its own MKL. With the reference BLAS that is ~15x
+# to R's BLAS instead of its own MKL. With the reference BLAS that is ~20x
 # slower than from Python; with Debian's OpenBLAS the products are fast, but
 # OpenBLAS's threads and torch's OpenMP threads then compete for the cores
 # (scNym trained 1.3-2.5x slower than from Python in benchmarks/bench_r_overhead.py).
@@ -261,7 +261,7 @@ pybridge_python <- function() {
   if (is.null(.pybridge$warned_blas) && !isTRUE(.pybridge$torch_isolated) && .is_reference_blas(blas)) {
     .pybridge$warned_blas <- TRUE
     .warn("R uses the reference BLAS (", blas, ") and torch was imported before pybridge could keep it on its ",
-          "own BLAS, so pybridge's models train ~15x slower than from Python. Restart R and load pybridge ",
+          "own BLAS, so pybridge's models train ~20x slower than from Python. Restart R and load pybridge ",
           "before anything imports torch, or install an optimised BLAS ",
           "(Debian/Ubuntu: apt-get install libopenblas0-pthread).")
   }

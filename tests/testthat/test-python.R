@@ -103,7 +103,7 @@ test_that("R refuses reticulate when it runs inside Python without the registere
   expect_identical(pybridge:::.backend(), "reticulate")
 })
 
-test_that("the reference BLAS is detected (torch is ~15x slower in R with it)", {
+test_that("the reference BLAS is detected (torch is ~20x slower in R with it)", {
   expect_true(pybridge:::.is_reference_blas("/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0"))
   expect_false(pybridge:::.is_reference_blas("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"))
 })
