@@ -238,7 +238,7 @@ pybridge_python <- function() {
   code <- paste(
     "import os, sys",
     "isolated = False",
-    "if 'torch' not in sys.modules and hasattr(os, 'RTLD_DEEPBIND') and sys.platform.startswith('linux'):",
+    "if 'torch' not in sys.modules and hasattr(os, 'RTLD_DEEPBIND'):",
     "    flags = sys.getdlopenflags()",
     "    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)",
     "    try:",

@@ -300,6 +300,7 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     figs = plots(df, rel, plot_dir)
     mach = machine()
     ver = versions()
+    loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
     for c in ("acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari", "nmi",
               "seconds", "wall_s", "peak_rss_mb", "k_found"):
         if c not in df:
@@ -318,8 +319,7 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
           f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
           + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
-             "unaffected." if was_loaded([v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v], mach["cores"])
-             else " (about what the run's own calls produce)."),
+             "unaffected." if was_loaded(loads, mach["cores"]) else " (about what the run's own calls produce)."),
           f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
           f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),

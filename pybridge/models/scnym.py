@@ -114,6 +114,11 @@ class ScNymConfig:
     outlier_fraction: float = 0.05
     min_confidence: float = 0.0  # cells below this top probability are also Unassigned when > 0
 
+    @property
+    def joint_pass(self) -> bool:
+        """Whether the batches of a training step share one forward pass (``joint_forward``, resolved)."""
+        return self.joint_forward if self.joint_forward is not None else not self.discovery
+
     def __post_init__(self):
         for name in ("ssl_ramp", "adv_ramp"):
             if getattr(self, name) not in ("sigmoid", "linear"):
@@ -396,7 +401,7 @@ class ScNym(BaseAnnotator):
         use_adv = adv is not None
         parts = [x_in] + ([u_in] if u_in is not None else []) + ([dan_x] if use_adv else [])
         sizes = [len(p_) for p_ in parts]
-        if cfg.joint_forward if cfg.joint_forward is not None else not cfg.discovery:
+        if cfg.joint_pass:
             h_all = net.embed(torch.cat(parts))
             hs = list(torch.split(h_all, sizes))
         else:
