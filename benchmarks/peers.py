@@ -140,6 +140,16 @@ def run_celltypist(ref, query, opts, seed, threads):
     return out, secs, {}
 
 
+def _epochs(value):
+    return None if value in (None, "default") else int(value)
+
+
+def _trained_epochs(model, asked):
+    hist = getattr(model, "history", None) or {}
+    elbo = hist.get("elbo_train")
+    return int(len(elbo)) if elbo is not None else asked
+
+
 def run_scanvi(ref, query, opts, seed, threads):
     import anndata as ad
     import scvi
@@ -150,8 +160,9 @@ def run_scanvi(ref, query, opts, seed, threads):
     scvi.settings.num_threads = max(1, threads)
     scvi.settings.dl_num_workers = 0
     n_hvg = int(opts.get("n_hvg", 2000))
-    scvi_epochs = int(opts.get("scvi_epochs", 50))
-    scanvi_epochs = int(opts.get("scanvi_epochs", 20))
+    # "default": let scvi-tools pick (max_epochs=None, its size heuristic)
+    scvi_epochs = _epochs(opts.get("scvi_epochs", 50))
+    scanvi_epochs = _epochs(opts.get("scanvi_epochs", 20))
     Xr, Xq = _csr(ref), _csr(query)
     t0 = time.perf_counter()
     # HVGs on the reference (dispersion of log1p(1e4-normalised) expression), the same genes for the query
@@ -180,7 +191,8 @@ def run_scanvi(ref, query, opts, seed, threads):
     raw = classes[Pm.argmax(1)]
     conf = Pm.max(1)
     out = pd.DataFrame({"label": raw, "raw_label": raw, "confidence": conf, "score": conf, "rejected": 0})
-    return out, secs, {"scvi_epochs": scvi_epochs, "scanvi_epochs": scanvi_epochs, "n_hvg": int(len(keep)),
+    return out, secs, {"scvi_epochs": _trained_epochs(vae, scvi_epochs),
+                       "scanvi_epochs": _trained_epochs(lvae, scanvi_epochs), "n_hvg": int(len(keep)),
                        "scvi_version": scvi.__version__}
 
 
@@ -256,6 +268,7 @@ PY_PEERS = {
     "logreg": run_logreg,
     "celltypist": run_celltypist,
     "scanvi": run_scanvi,
+    "scanvi_default": run_scanvi,
     "pca_kmeans": run_pca_kmeans,
     "pca_leiden": run_pca_leiden,
 }
@@ -289,7 +302,7 @@ def availability(tool: str) -> tuple[bool, str]:
         if tool == "pca_leiden" and not (has("leidenalg") or has("igraph")):
             return False, "not installed (leidenalg / igraph)"
         return True, ""
-    if tool == "scanvi":
+    if tool in ("scanvi", "scanvi_default"):
         py = scvi_python()
         if py is None:
             return False, "not installed (scvi-tools; see benchmarks/README.md for the separate .venv-bench)"

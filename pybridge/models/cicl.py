@@ -337,6 +337,25 @@ def cluster_supcon(s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(s, dim=1) - pos).mean()
 
 
+def ntxent_supcon(s: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nt_xent` and :func:`cluster_supcon` of the same ``s`` from one softmax over its rows.
+
+    Both losses are ``-log`` of a sum of row-softmax entries: the partner's entry (NT-Xent) and the entries of
+    every same-pseudo-label column (the cluster loss), so one ``softmax`` and a (2B x K) product with the one-hot
+    labels replace the three (2B x 2B) log-sum-exp passes of the separate functions. Same values up to float
+    rounding; only safe while no softmax entry underflows, i.e. for ``s`` bounded by 1 / temperature with
+    temperature >= 0.05 (the caller falls back to the separate functions below that).
+    """
+    n = s.shape[0]
+    p = torch.softmax(s, dim=1)
+    idx = torch.arange(n, device=s.device)
+    l_ins = -torch.log(p[idx, _partner(n // 2, s.device)]).mean()
+    y = torch.cat([labels, labels])
+    onehot = F.one_hot(y, int(y.max()) + 1).to(p.dtype)
+    l_clu = -torch.log((p @ onehot)[idx, y]).mean()
+    return l_ins, l_clu
+
+
 def cluster_fne(s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The reference code's cluster-aware loss: InfoNCE whose negatives exclude same-pseudo-cluster cells.
 
@@ -739,6 +758,9 @@ class CICL:
                                          generator=km_gen)
         instance = nt_xent if cfg.instance_loss == "ntxent" else info_nce
         cluster = cluster_supcon if cfg.cluster_loss == "supcon" else cluster_fne
+        # the default pair of losses from one softmax (see ntxent_supcon); needs |s| <= 20
+        fused = (cfg.instance_loss, cfg.cluster_loss) == ("ntxent", "supcon") and cfg.lam > 0 \
+            and cfg.temperature >= 0.05
         history = History()
         n = Xh.shape[0]
         bar = progress(cfg.n_epochs, self.verbose, "CICL")
@@ -765,8 +787,11 @@ class CICL:
                     h12 = torch.cat([enc(x1), enc(x2)])
                 z1, z2 = head(h12).split(len(idx))
                 sim = similarities(z1, z2, cfg.temperature)
-                l_ins = instance(sim)
-                l_clu = cluster(sim, pseudo) if cfg.lam > 0 else l_ins.new_zeros(())
+                if fused:
+                    l_ins, l_clu = ntxent_supcon(sim, pseudo)
+                else:
+                    l_ins = instance(sim)
+                    l_clu = cluster(sim, pseudo) if cfg.lam > 0 else l_ins.new_zeros(())
                 loss = l_ins + cfg.lam * l_clu
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -23,6 +23,7 @@ from pybridge.models.cicl import (
     kmeans,
     normalized_dispersion,
     nt_xent,
+    ntxent_supcon,
     similarities,
     student_t,
 )
@@ -100,6 +101,27 @@ def test_cluster_supcon_matches_definition_and_is_bounded():
     assert 0 <= float(cluster_supcon(s, labels)) <= float(nt_xent(s)) + 1e-6
     # one pseudo-cluster in the batch: no negatives, exactly zero (Eq. 15 as printed would divide by zero)
     assert float(cluster_supcon(s, torch.zeros(b, dtype=torch.long))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
+    torch.manual_seed(3)
+    b = 40
+    z1 = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
+    z2 = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
+    labels = torch.randint(0, 4, (b,))
+    grads = []
+    for fused in (False, True):
+        s = similarities(z1, z2, 0.5)
+        l_ins, l_clu = ntxent_supcon(s, labels) if fused else (nt_xent(s), cluster_supcon(s, labels))
+        (l_ins + 0.1 * l_clu).backward()
+        grads.append((float(l_ins), float(l_clu), z1.grad.clone(), z2.grad.clone()))
+        z1.grad, z2.grad = None, None
+    (a_ins, a_clu, a_g1, a_g2), (b_ins, b_clu, b_g1, b_g2) = grads
+    assert b_ins == pytest.approx(a_ins, rel=1e-5) and b_clu == pytest.approx(a_clu, rel=1e-5)
+    assert torch.allclose(a_g1, b_g1, atol=1e-6) and torch.allclose(a_g2, b_g2, atol=1e-6)
+    # one pseudo-cluster: the cluster term is exactly 0 here too
+    s = similarities(z1.detach(), z2.detach(), 0.5)
+    assert float(ntxent_supcon(s, torch.zeros(b, dtype=torch.long))[1]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cluster_fne_reduces_to_nt_xent_with_singleton_clusters():
