@@ -297,10 +297,29 @@ def student_t(h: torch.Tensor, centers: torch.Tensor, alpha: float = 1.0) -> tor
     return torch.softmax(logits, dim=1)
 
 
+class _ScaledGram(torch.autograd.Function):
+    """``scale * z @ z.T`` whose backward is one product, ``scale * (g + g.T) @ z``.
+
+    Autograd's own ``z @ z.T`` treats the two operands as different tensors and
+    spends two (2B x 2B) @ (2B x d) products on the gradient; on a full 4k-cell
+    CICL batch that is ~10 % of a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, z, scale):
+        ctx.save_for_backward(z)
+        ctx.scale = scale
+        return torch.mm(z, z.T).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return torch.mm(g + g.T, z).mul_(ctx.scale), None
+
+
 def similarities(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scaled cosine similarities of the 2B stacked views ``[z1; z2]`` (rows L2-normalised), self-pairs at -inf."""
-    z = torch.cat([z1, z2])
-    s = z @ z.T / temperature
+    s = _ScaledGram.apply(torch.cat([z1, z2]), 1.0 / temperature)
     return s.fill_diagonal_(float("-inf"))
 
 

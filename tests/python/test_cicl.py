@@ -103,6 +103,21 @@ def test_cluster_supcon_matches_definition_and_is_bounded():
     assert float(cluster_supcon(s, torch.zeros(b, dtype=torch.long))) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_similarities_gradient_matches_autograd_of_the_plain_product():
+    torch.manual_seed(4)
+    z1 = F.normalize(torch.randn(12, 8, dtype=torch.float64), dim=1).requires_grad_()
+    z2 = F.normalize(torch.randn(12, 8, dtype=torch.float64), dim=1).requires_grad_()
+    w = torch.randn(24, 24, dtype=torch.float64)
+    (similarities(z1, z2, 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0) * w).sum().backward()
+    g1, g2 = z1.grad.clone(), z2.grad.clone()
+    z1.grad = z2.grad = None
+    z = torch.cat([z1, z2])
+    ((z @ z.T / 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0) * w).sum().backward()
+    assert torch.allclose(g1, z1.grad) and torch.allclose(g2, z2.grad)
+    assert torch.autograd.gradcheck(lambda a, b: similarities(a, b, 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0),
+                                    (z1.detach().requires_grad_(), z2.detach().requires_grad_()))
+
+
 def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
     torch.manual_seed(3)
     b = 40
