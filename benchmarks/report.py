@@ -310,10 +310,12 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     if quick:
         L += ["**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
               "that every tool runs end to end; they are not results.", ""]
-    L += [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; whole run {fmt(run_info.get('wall_min'), 1)} min; "
-          f"command `python -m benchmarks {run_info.get('argv', '')}`",
-          *([f"- This page merges {len(run_info['commands'])} invocations run side by side into one `--out` "
-             "folder (to finish more of the suite on the loaded machine), then `python -m benchmarks report`: "
+    L += [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; "
+          + (f"whole run {fmt(run_info['wall_min'], 1)} min; " if run_info.get("wall_min") is not None else "")
+          + f"command `python -m benchmarks {run_info.get('argv', '')}`",
+          *([f"- This page merges {len(run_info['commands'])} invocations into one `--out` folder "
+             f"({run_info.get('merge_reason', 'run side by side to finish more of the suite on the loaded machine')}), "
+             "then `python -m benchmarks report`: "
              + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
           f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
           f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "

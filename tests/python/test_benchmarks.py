@@ -68,3 +68,13 @@ def test_quick_benchmark_run(tmp_path):
     for png in ("accuracy_per_task.png", "time_vs_accuracy.png", "reliability.png", "clustering_ari.png"):
         f = out / "plots" / png
         assert f.exists() and f.stat().st_size > 2000 and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_opt_in_peers_stay_out_of_the_default_run():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.harness import TOOLS as ALL
+    from benchmarks.peers import PY_PEERS
+
+    assert not ALL["scanvi_default"].in_default_run and ALL["scanvi"].in_default_run
+    assert ALL["scanvi_default"].full == {"scvi_epochs": "default", "scanvi_epochs": "default"}
+    assert PY_PEERS["scanvi_default"] is PY_PEERS["scanvi"]
