@@ -129,7 +129,7 @@ def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
         s = similarities(z1, z2, 0.5)
         l_ins, l_clu = ntxent_supcon(s, labels) if fused else (nt_xent(s), cluster_supcon(s, labels))
         (l_ins + 0.1 * l_clu).backward()
-        grads.append((float(l_ins), float(l_clu), z1.grad.clone(), z2.grad.clone()))
+        grads.append((l_ins.item(), l_clu.item(), z1.grad.clone(), z2.grad.clone()))
         z1.grad, z2.grad = None, None
     (a_ins, a_clu, a_g1, a_g2), (b_ins, b_clu, b_g1, b_g2) = grads
     assert b_ins == pytest.approx(a_ins, rel=1e-5) and b_clu == pytest.approx(a_clu, rel=1e-5)
