@@ -33,9 +33,10 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   pybridge puts the three batches through the network in one pass, so BatchNorm
   sees both domains together, except in discovery mode, which uses separate
   passes like the reference code. The joint pass is not faster on CPU (1.15
-  vs 1.18 s per Zheng epoch on 2 cores); it stays the default because the
-  results pages were made with it and it scored a little higher on the nine dev
-  tasks (mean accuracy 0.943 vs 0.938, seed 0; the gap is baron, 0.80 vs 0.74).
+  vs 1.18 s per Zheng epoch on 2 cores); it stays the default because it
+  scored higher on the nine dev tasks over seeds 0-2 (mean accuracy 0.950 vs
+  0.939; all of the gap is baron, 0.80-0.93 vs 0.74-0.75; the other tasks
+  agree within a cell or two; benchmarks/results_scnym.md).
   In discovery mode the joint pass was unstable (see below). ``True`` /
   ``False`` force one or the other.
 * Batches: a reference or query smaller than one batch is used whole (the
