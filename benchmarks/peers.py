@@ -302,7 +302,7 @@ def availability(tool: str) -> tuple[bool, str]:
         if tool == "pca_leiden" and not (has("leidenalg") or has("igraph")):
             return False, "not installed (leidenalg / igraph)"
         return True, ""
-    if tool in ("scanvi", "scanvi_default"):
+    if PY_PEERS.get(tool) is run_scanvi:  # scanvi and its variants run in the scvi-tools environment
         py = scvi_python()
         if py is None:
             return False, "not installed (scvi-tools; see benchmarks/README.md for the separate .venv-bench)"

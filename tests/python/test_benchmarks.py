@@ -70,8 +70,8 @@ def test_quick_benchmark_run(tmp_path):
         assert f.exists() and f.stat().st_size > 2000 and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_opt_in_peers_stay_out_of_the_default_run():
-    sys.path.insert(0, str(ROOT))
+def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.harness import TOOLS as ALL
     from benchmarks.peers import PY_PEERS
 
