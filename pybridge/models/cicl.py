@@ -242,13 +242,18 @@ class EncoderLayer(nn.Module):
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.across:
+            # One token per cell: the block is the linear map W_O W_V. Multiplying the two
+            # (d x inner) weights first (cost independent of the number of cells) and applying
+            # the d x d product gives the same output and the same parameter gradients
+            # (autograd passes dL/d(W_O W_V) on to both factors) with a quarter of the
+            # per-cell multiply-adds when inner = 2 d (the default 2 x 512 heads on 500 genes).
+            return F.linear(x, self.out.weight @ self.value.weight)
         v = self.value(x)
-        if self.across:
-            n = x.shape[0]
-            heads = lambda t: t.view(n, self.n_heads, self.head_dim).transpose(0, 1)  # noqa: E731
-            ctx = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(v))
-            v = ctx.transpose(0, 1).reshape(n, -1)
-        return self.out(v)
+        n = x.shape[0]
+        heads = lambda t: t.view(n, self.n_heads, self.head_dim).transpose(0, 1)  # noqa: E731
+        ctx = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(v))
+        return self.out(ctx.transpose(0, 1).reshape(n, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm == "post":
@@ -356,23 +361,74 @@ def cluster_supcon(s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(s, dim=1) - pos).mean()
 
 
-def ntxent_supcon(s: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`nt_xent` and :func:`cluster_supcon` of the same ``s`` from one softmax over its rows.
+class _NTXentSupCon(torch.autograd.Function):
+    """NT-Xent and the supcon cluster loss of ``[z1; z2]`` with a single (2B x 2B) matrix.
 
-    Both losses are ``-log`` of a sum of row-softmax entries: the partner's entry (NT-Xent) and the entries of
-    every same-pseudo-label column (the cluster loss), so one ``softmax`` and a (2B x K) product with the one-hot
-    labels replace the three (2B x 2B) log-sum-exp passes of the separate functions. Same values up to float
-    rounding; only safe while no softmax entry underflows, i.e. for ``s`` bounded by 1 / temperature with
-    temperature >= 0.05 (the caller falls back to the separate functions below that).
+    Both losses are ``-log`` of sums of row-softmax entries of the scaled similarity
+    matrix ``s``: the partner's entry (NT-Xent) and the entries of every
+    same-pseudo-label column (the cluster loss). The rows are first sorted by
+    pseudo-label, so that the same-label columns of a row form one diagonal block.
+    The forward keeps only the softmax ``p``; the backward turns it, in place,
+    into the gradient with respect to ``s``,
+    ``dL/ds_ij = p_ij (a - [y_j = y_i] c_i) - [j = partner(i)] g_ins / n`` with
+    ``a = (g_ins + g_clu) / n`` and ``c_i = g_clu / (n P_i)`` (``P_i`` the row's
+    same-label mass), and returns ``scale (G z + G^T z)``. Autograd of the
+    separate losses allocates several more (2B x 2B) tensors per step, and
+    first-touching fresh memory of that size costs as much as the products.
+    Because the backward overwrites ``p``, it can run only once per forward.
     """
-    n = s.shape[0]
-    p = torch.softmax(s, dim=1)
-    idx = torch.arange(n, device=s.device)
-    l_ins = -torch.log(p[idx, _partner(n // 2, s.device)]).mean()
-    y = torch.cat([labels, labels])
-    onehot = F.one_hot(y, int(y.max()) + 1).to(p.dtype)
-    l_clu = -torch.log((p @ onehot)[idx, y]).mean()
-    return l_ins, l_clu
+
+    @staticmethod
+    def forward(ctx, z, labels, scale):
+        n = z.shape[0]
+        y = torch.cat([labels, labels])
+        order = torch.argsort(y, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=z.device)
+        partner = rank[_partner(n // 2, z.device)[order]]  # partner positions in the sorted order
+        zs = z[order]
+        bounds = torch.cumsum(torch.bincount(y), 0).tolist()
+        blocks = [(lo, hi) for lo, hi in zip([0] + bounds[:-1], bounds) if hi > lo]
+        # s_ij = scale * cos <= scale, so exp(s - scale) lies in [exp(-2 scale), 1]: no overflow, and no underflow
+        # to 0 while scale <= 20 (temperature >= 0.05); the shift cancels in the softmax
+        p = torch.mm(zs, zs.T).sub_(1.0).mul_(scale).exp_()
+        p.fill_diagonal_(0.0)  # a view is not its own candidate
+        p.div_(p.sum(1, keepdim=True))
+        idx = torch.arange(n, device=z.device)
+        same_mass = torch.cat([p[lo:hi, lo:hi].sum(1) for lo, hi in blocks])  # P_i
+        ctx.save_for_backward(zs, p, order, partner, same_mass)
+        ctx.blocks, ctx.scale = blocks, scale
+        return -torch.log(p[idx, partner]).mean(), -torch.log(same_mass).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_ins, g_clu):
+        if getattr(ctx, "used", False):
+            raise RuntimeError("ntxent_supcon's backward overwrites its saved softmax, so it can run only once.")
+        ctx.used = True
+        zs, p, order, partner, same_mass = ctx.saved_tensors
+        n = zs.shape[0]
+        c = g_clu / (n * same_mass)
+        same = [p[lo:hi, lo:hi] * c[lo:hi, None] for lo, hi in ctx.blocks]
+        grad = p.mul_((g_ins + g_clu) / n)
+        for (lo, hi), blk in zip(ctx.blocks, same):
+            grad[lo:hi, lo:hi] -= blk
+        grad[torch.arange(n, device=zs.device), partner] -= g_ins / n
+        dzs = torch.mm(grad, zs).add_(torch.mm(grad.T, zs)).mul_(ctx.scale)
+        return torch.empty_like(dzs).index_copy_(0, order, dzs), None, None
+
+
+def ntxent_supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+                  temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nt_xent`` and ``cluster_supcon`` of the views ``z1``, ``z2`` (rows L2-normalised) in one pass.
+
+    Same values and gradients as ``nt_xent(s)`` and ``cluster_supcon(s, labels)`` with
+    ``s = similarities(z1, z2, temperature)``, up to float rounding, at a fraction
+    of the memory traffic (see :class:`_NTXentSupCon`). Needs temperature >= 0.05.
+    """
+    if temperature < 0.05:
+        raise ValueError("ntxent_supcon needs temperature >= 0.05; use nt_xent and cluster_supcon below that.")
+    return _NTXentSupCon.apply(torch.cat([z1, z2]), labels, 1.0 / temperature)
 
 
 def cluster_fne(s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -777,7 +833,7 @@ class CICL:
                                          generator=km_gen)
         instance = nt_xent if cfg.instance_loss == "ntxent" else info_nce
         cluster = cluster_supcon if cfg.cluster_loss == "supcon" else cluster_fne
-        # the default pair of losses from one softmax (see ntxent_supcon); needs |s| <= 20
+        # the default pair of losses in one pass (see ntxent_supcon); needs temperature >= 0.05
         fused = (cfg.instance_loss, cfg.cluster_loss) == ("ntxent", "supcon") and cfg.lam > 0 \
             and cfg.temperature >= 0.05
         history = History()
@@ -805,10 +861,10 @@ class CICL:
                 else:
                     h12 = torch.cat([enc(x1), enc(x2)])
                 z1, z2 = head(h12).split(len(idx))
-                sim = similarities(z1, z2, cfg.temperature)
                 if fused:
-                    l_ins, l_clu = ntxent_supcon(sim, pseudo)
+                    l_ins, l_clu = ntxent_supcon(z1, z2, pseudo, cfg.temperature)
                 else:
+                    sim = similarities(z1, z2, cfg.temperature)
                     l_ins = instance(sim)
                     l_clu = cluster(sim, pseudo) if cfg.lam > 0 else l_ins.new_zeros(())
                 loss = l_ins + cfg.lam * l_clu

@@ -126,8 +126,11 @@ def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
     labels = torch.randint(0, 4, (b,))
     grads = []
     for fused in (False, True):
-        s = similarities(z1, z2, 0.5)
-        l_ins, l_clu = ntxent_supcon(s, labels) if fused else (nt_xent(s), cluster_supcon(s, labels))
+        if fused:
+            l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.5)
+        else:
+            s = similarities(z1, z2, 0.5)
+            l_ins, l_clu = nt_xent(s), cluster_supcon(s, labels)
         (l_ins + 0.1 * l_clu).backward()
         grads.append((l_ins.item(), l_clu.item(), z1.grad.clone(), z2.grad.clone()))
         z1.grad, z2.grad = None, None
@@ -135,8 +138,35 @@ def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
     assert b_ins == pytest.approx(a_ins, rel=1e-5) and b_clu == pytest.approx(a_clu, rel=1e-5)
     assert torch.allclose(a_g1, b_g1, atol=1e-6) and torch.allclose(a_g2, b_g2, atol=1e-6)
     # one pseudo-cluster: the cluster term is exactly 0 here too
-    s = similarities(z1.detach(), z2.detach(), 0.5)
-    assert float(ntxent_supcon(s, torch.zeros(b, dtype=torch.long))[1]) == pytest.approx(0.0, abs=1e-6)
+    assert float(ntxent_supcon(z1.detach(), z2.detach(), torch.zeros(b, dtype=torch.long), 0.5)[1]) == \
+        pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        ntxent_supcon(z1, z2, labels, 0.01)
+
+
+def test_fused_ntxent_supcon_gradient_is_exact_for_any_weighting_and_runs_once():
+    torch.manual_seed(5)
+    b = 10
+    z1 = F.normalize(torch.randn(b, 6, dtype=torch.float64), dim=1).requires_grad_()
+    z2 = F.normalize(torch.randn(b, 6, dtype=torch.float64), dim=1).requires_grad_()
+    labels = torch.tensor([2, 0, 1, 2, 1, 0, 2, 2, 1, 0])
+    for w_ins, w_clu in [(1.0, 0.0), (0.0, 1.0), (0.7, -1.3)]:
+        grads = []
+        for fused in (False, True):
+            if fused:
+                l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.2)
+            else:
+                s = similarities(z1, z2, 0.2)
+                l_ins, l_clu = nt_xent(s), cluster_supcon(s, labels)
+            (w_ins * l_ins + w_clu * l_clu).backward()
+            grads.append((z1.grad.clone(), z2.grad.clone()))
+            z1.grad, z2.grad = None, None
+        assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12) and torch.allclose(grads[0][1], grads[1][1],
+                                                                                        atol=1e-12)
+    l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.5)
+    (l_ins + l_clu).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        l_ins.backward()
 
 
 def test_cluster_fne_reduces_to_nt_xent_with_singleton_clusters():
@@ -199,6 +229,23 @@ def test_encoder_cell_scope_is_per_cell_and_batch_scope_mixes_cells():
         # "batch": attention across the cells of the batch
         assert not torch.allclose(batch(x)[:4], batch(x[:4]), atol=1e-4)
     assert not any("query" in n for n, _ in cell.named_parameters())  # no unused projections
+
+
+def test_cell_scope_attention_is_the_two_step_value_output_map_with_the_same_gradients():
+    torch.manual_seed(2)
+    layer = CICLEncoder(16, n_layers=1, n_heads=2, head_dim=8, ffn_dim=32, dropout=0.0).layers[0]
+    x = torch.randn(7, 16, dtype=torch.float64)
+    layer = layer.double()
+    w = torch.randn(7, 16, dtype=torch.float64)
+    grads = []
+    for attn in (layer.attention, lambda t: layer.out(layer.value(t))):  # merged product vs W_O (W_V x)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        out = attn(xi)
+        (out * w).sum().backward()
+        grads.append((out.detach(), xi.grad, layer.value.weight.grad.clone(), layer.out.weight.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_norm_placement_decides_whether_the_encoder_keeps_each_cells_scale():
