@@ -234,9 +234,9 @@ def test_encoder_cell_scope_is_per_cell_and_batch_scope_mixes_cells():
 def test_cell_scope_attention_is_the_two_step_value_output_map_with_the_same_gradients():
     torch.manual_seed(2)
     layer = CICLEncoder(16, n_layers=1, n_heads=2, head_dim=8, ffn_dim=32, dropout=0.0).layers[0]
-    x = torch.randn(7, 16, dtype=torch.float64)
+    x = torch.randn(40, 16, dtype=torch.float64)  # enough cells for the merged product (n > 16 x 16 / 16)
     layer = layer.double()
-    w = torch.randn(7, 16, dtype=torch.float64)
+    w = torch.randn(40, 16, dtype=torch.float64)
     grads = []
     for attn in (layer.attention, lambda t: layer.out(layer.value(t))):  # merged product vs W_O (W_V x)
         layer.zero_grad()
