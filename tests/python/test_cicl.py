@@ -118,23 +118,27 @@ def test_similarities_gradient_matches_autograd_of_the_plain_product():
                                     (z1.detach().requires_grad_(), z2.detach().requires_grad_()))
 
 
+def _losses_and_grads(z1, z2, labels, temperature, w_ins, w_clu, fused):
+    """(l_ins, l_clu, dz1, dz2) of ``w_ins l_ins + w_clu l_clu``, fused or from the separate functions."""
+    if fused:
+        l_ins, l_clu = ntxent_supcon(z1, z2, labels, temperature)
+    else:
+        s = similarities(z1, z2, temperature)
+        l_ins, l_clu = nt_xent(s), cluster_supcon(s, labels)
+    (w_ins * l_ins + w_clu * l_clu).backward()
+    out = (l_ins.item(), l_clu.item(), z1.grad.clone(), z2.grad.clone())
+    z1.grad, z2.grad = None, None
+    return out
+
+
 def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
     torch.manual_seed(3)
     b = 40
     z1 = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
     z2 = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
     labels = torch.randint(0, 4, (b,))
-    grads = []
-    for fused in (False, True):
-        if fused:
-            l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.5)
-        else:
-            s = similarities(z1, z2, 0.5)
-            l_ins, l_clu = nt_xent(s), cluster_supcon(s, labels)
-        (l_ins + 0.1 * l_clu).backward()
-        grads.append((l_ins.item(), l_clu.item(), z1.grad.clone(), z2.grad.clone()))
-        z1.grad, z2.grad = None, None
-    (a_ins, a_clu, a_g1, a_g2), (b_ins, b_clu, b_g1, b_g2) = grads
+    (a_ins, a_clu, a_g1, a_g2), (b_ins, b_clu, b_g1, b_g2) = (
+        _losses_and_grads(z1, z2, labels, 0.5, 1.0, 0.1, fused) for fused in (False, True))
     assert b_ins == pytest.approx(a_ins, rel=1e-5) and b_clu == pytest.approx(a_clu, rel=1e-5)
     assert torch.allclose(a_g1, b_g1, atol=1e-6) and torch.allclose(a_g2, b_g2, atol=1e-6)
     # one pseudo-cluster: the cluster term is exactly 0 here too
@@ -151,18 +155,9 @@ def test_fused_ntxent_supcon_gradient_is_exact_for_any_weighting_and_runs_once()
     z2 = F.normalize(torch.randn(b, 6, dtype=torch.float64), dim=1).requires_grad_()
     labels = torch.tensor([2, 0, 1, 2, 1, 0, 2, 2, 1, 0])
     for w_ins, w_clu in [(1.0, 0.0), (0.0, 1.0), (0.7, -1.3)]:
-        grads = []
-        for fused in (False, True):
-            if fused:
-                l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.2)
-            else:
-                s = similarities(z1, z2, 0.2)
-                l_ins, l_clu = nt_xent(s), cluster_supcon(s, labels)
-            (w_ins * l_ins + w_clu * l_clu).backward()
-            grads.append((z1.grad.clone(), z2.grad.clone()))
-            z1.grad, z2.grad = None, None
-        assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12) and torch.allclose(grads[0][1], grads[1][1],
-                                                                                        atol=1e-12)
+        ref, fused = (_losses_and_grads(z1, z2, labels, 0.2, w_ins, w_clu, f) for f in (False, True))
+        assert ref[0] == pytest.approx(fused[0], rel=1e-12) and ref[1] == pytest.approx(fused[1], rel=1e-12)
+        assert torch.allclose(ref[2], fused[2], atol=1e-12) and torch.allclose(ref[3], fused[3], atol=1e-12)
     l_ins, l_clu = ntxent_supcon(z1, z2, labels, 0.5)
     (l_ins + l_clu).backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="only once"):
