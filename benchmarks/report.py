@@ -323,7 +323,9 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
              "unaffected." if was_loaded(loads, mach["cores"]) else " (about what the run's own calls produce)."),
           f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
-          f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s.",
+          f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s"
+          + ("; Python tools are forked from a process that has already imported the tool's packages (R tools are "
+             "exec'd from a small launcher)." if run_info.get("fork") else "; a fresh interpreter or R session per call."),
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
           f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
           *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
@@ -358,8 +360,14 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           "shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
           "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
           "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
-          "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process (start-up, "
-          "imports, reading files; R start-up and Seurat loading included); `MB` = peak RSS of the process.",
+          "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process ("
+          + ("reading and writing files; for R tools also R start-up and package loading; Python tools' imports "
+             "happen once per run, before the fork" if run_info.get("fork") else
+             "start-up, imports, reading files; R start-up and Seurat loading included")
+          + "); `MB` = peak RSS of the process (`ru_maxrss`"
+          + (", which counts the pages inherited at the fork, i.e. the tool's imported packages" if run_info.get("fork")
+             else ", which starts at the harness's own RSS at the fork before `exec`, so small tools show at least "
+                  "that floor") + ").",
           ""]
 
     a = annotation_frame(df)

@@ -78,3 +78,35 @@ def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
     assert not ALL["scanvi_default"].in_default_run and ALL["scanvi"].in_default_run
     assert ALL["scanvi_default"].full == {"scvi_epochs": "default", "scanvi_epochs": "default"}
     assert PY_PEERS["scanvi_default"] is PY_PEERS["scanvi"]
+
+
+def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, monkeypatch):
+    """The harness forks calls from a zygote: exit codes, logs, a killed call and the next call all come back."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.harness import Zygote, call, env_for
+
+    z = Zygote(sys.executable, (), env_for(1), tmp_path / "zygote.log")
+    try:
+        kw = dict(env=env_for(1), timeout=60, mem_limit_mb=None, zygote=z)
+        r = call([sys.executable, "-c", "import sys; print('hello from R, say'); sys.exit(3)"],
+                 log=tmp_path / "a.txt", **kw)
+        assert (r["status"], r["rc"]) == ("error", 3)
+        assert "hello from R, say" in (tmp_path / "a.txt").read_text()
+        assert 0 < r["peak_rss_mb"] < 1024
+
+        r = call([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "b.txt",
+                 **{**kw, "timeout": 1})
+        assert r["status"].startswith("timeout") and r["rc"] == -9 and r["wall_s"] < 30
+
+        # a worker call (run in the forked child, not exec'd): a missing task is an error with its reason on file
+        out = tmp_path / "run"
+        r = call([sys.executable, "-m", "benchmarks.worker", "logreg", str(tmp_path / "no_task"), str(out)],
+                 log=tmp_path / "c.txt", **kw)
+        assert (r["status"], r["rc"]) == ("error", 1)
+        assert "no_task/task.json" in (out / "error.txt").read_text()
+
+        r = call([sys.executable, "-c", "pass"], log=tmp_path / "d.txt", **kw)
+        assert (r["status"], r["rc"]) == ("ok", 0)
+    finally:
+        z.close()
+    assert z.proc.returncode == 0
