@@ -113,29 +113,46 @@ class Zygote:
     def __init__(self, python: str, modules: tuple, env: dict, log: Path):
         self.log = open(log, "a")
         self.proc = subprocess.Popen([python, "-m", "benchmarks.zygote", *modules], cwd=ROOT, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     bufsize=1)
-        ready = self.proc.stdout.readline()
-        if not ready.strip():
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self._buf = b""
+        if self._line(block=True) is None:
             self.close()
             raise RuntimeError(f"zygote for {', '.join(modules)} did not start (see {log})")
+
+    def _line(self, block: bool):
+        """The zygote's next answer (a dict), None if there is none yet (``block=False``) or it has exited.
+
+        Reads the pipe's file descriptor directly: a buffered reader could hold a finished call's answer
+        while ``select`` on the descriptor says there is nothing to read."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            if not block and not _select.select([fd], [], [], 0)[0]:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
 
     def start(self, cmd: list, log: Path) -> int:
         """Fork the call: a Python worker's command runs in the child, any other command is exec'd."""
         worker = cmd[1:3] == ["-m", "benchmarks.worker"]
         req = {"argv": cmd[3:]} if worker else {"exec": cmd}
-        self.proc.stdin.write(json.dumps({**req, "log": str(log)}) + "\n")
+        self.proc.stdin.write((json.dumps({**req, "log": str(log)}) + "\n").encode())
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())["pid"]
+        r = self._line(block=True)
+        if r is None:
+            raise RuntimeError("the benchmark zygote exited before starting the call")
+        return r["pid"]
 
     def poll(self, block: bool = False):
         """``(exit code, max RSS in KB)`` of the running call, or None while it runs."""
-        if not block and not _select.select([self.proc.stdout], [], [], 0)[0]:
+        r = self._line(block)
+        if r is None:
+            if block or self.proc.poll() is not None:
+                raise RuntimeError("the benchmark zygote died during a call")
             return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the benchmark zygote died during a call")
-        r = json.loads(line)
         return r["rc"], r["maxrss_kb"]
 
     def close(self):
@@ -180,8 +197,8 @@ def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float
         def poll(block: bool = False):
             got, st, ru = os.wait4(pid, 0 if block else os.WNOHANG)
             return (os.waitstatus_to_exitcode(st), ru.ru_maxrss) if got == pid else None
+    peak, status = 0.0, None
     try:
-        peak, status = 0.0, None
         while True:
             done = poll()
             if done is not None:
@@ -200,6 +217,13 @@ def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float
                 done = poll(block=True)
                 break
             time.sleep(0.2 if elapsed < 10 else 0.5)
+    except BaseException:
+        if zygote is not None:  # the zygote broke (or we were interrupted): do not leave the call running
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        raise
     finally:
         if fh is not None:
             fh.close()
@@ -260,6 +284,18 @@ def zygote_for(tool: Tool, cmd: list, args) -> Zygote | None:
     return _ZYGOTES[key]
 
 
+def retire_zygote(zygote: Zygote) -> None:
+    """Stop a zygote that failed; later calls of its tools run as fresh processes."""
+    for key, z in _ZYGOTES.items():
+        if z is zygote:
+            _ZYGOTES[key] = None
+    try:
+        zygote.proc.kill()
+    except OSError:
+        pass
+    zygote.close()
+
+
 def close_zygotes() -> None:
     for z in _ZYGOTES.values():
         if z is not None:
@@ -298,8 +334,17 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
     for f in ("pred.csv", "meta.json", "error.txt"):
         (run_dir / f).unlink(missing_ok=True)
     cmd = command(tool, prep.dir, run_dir, opts, args, device)
-    res = call(cmd, env=env_for(args.threads), log=run_dir / "log.txt", timeout=args.timeout,
-               mem_limit_mb=args.mem_limit_gb * 1024, zygote=zygote_for(tool, cmd, args))
+    kw = dict(env=env_for(args.threads), log=run_dir / "log.txt", timeout=args.timeout,
+              mem_limit_mb=args.mem_limit_gb * 1024)
+    zygote = zygote_for(tool, cmd, args)
+    try:
+        res = call(cmd, zygote=zygote, **kw)
+    except (OSError, RuntimeError, ValueError) as err:  # the zygote itself broke: retire it, run this call fresh
+        if zygote is None:
+            raise
+        print(f"[bench] zygote failed ({err}); {tool.name} on {prep.name} runs as a fresh process", flush=True)
+        retire_zygote(zygote)
+        res = call(cmd, **kw)
     row.update(res)
     rel = None
     if res["status"] == "ok" and not (run_dir / "pred.csv").exists():
