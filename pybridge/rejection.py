@@ -9,6 +9,14 @@ the threshold of its predicted class is labelled ``"Unassigned"``.
 The thresholds are computed from predictions, not true labels (as the paper
 describes and the reference code does); a class with no validation predictions
 keeps ``default``.
+
+A second score, used by scNym's ``reject_score="distance"``: the mean distance
+of a cell's embedding to its k nearest reference cells, with per-class
+thresholds from the reference's own leave-one-out distances
+(:func:`distance_thresholds`), raised where the query's own distances call for
+it (:func:`query_distance_thresholds`). A cell of a type the reference lacks can
+be assigned to a known class with high probability and still lie far from every
+reference cell.
 """
 from __future__ import annotations
 
@@ -74,3 +82,68 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
 
     opt.step(closure)
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def knn_distances(points: np.ndarray, bank: np.ndarray, k: int, *, leave_one_out: bool = False,
+                  chunk: int = 1024) -> np.ndarray:
+    """Mean Euclidean distance from each row of ``points`` to its ``k`` nearest rows of ``bank``.
+
+    ``leave_one_out``: ``points`` is ``bank`` itself and each row's zero distance to itself is skipped.
+    Computed in chunks of ``chunk`` rows (float32, CPU), so memory stays chunk x len(bank).
+    """
+    import torch
+
+    B = torch.as_tensor(np.asarray(bank, dtype=np.float32))
+    k_eff = min(int(k), B.shape[0] - (1 if leave_one_out else 0))
+    if k_eff < 1:
+        raise ValueError("knn_distances needs at least one reference point besides the cell itself.")
+    P = np.asarray(points, dtype=np.float32)
+    out = np.empty(P.shape[0], dtype=np.float64)
+    for s in range(0, P.shape[0], chunk):
+        d = torch.cdist(torch.as_tensor(P[s:s + chunk]), B)
+        if leave_one_out:
+            d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
+        out[s:s + chunk] = d.topk(k_eff, dim=1, largest=False).values.mean(1).double().numpy()
+    return out
+
+
+def distance_thresholds(bank: np.ndarray, codes: np.ndarray, n_classes: int, k: int,
+                        outlier_fraction: float = 0.05) -> np.ndarray:
+    """Per-class thresholds on the k-NN distance to the reference, from the reference itself.
+
+    Each reference cell's leave-one-out distance to its ``k`` nearest other reference cells is
+    computed; class c's threshold is the ``1 - outlier_fraction`` quantile of those distances among
+    the cells labelled c, so about ``outlier_fraction`` of each class lies beyond it. A class with no
+    cells in ``bank`` gets infinity (nothing predicted as it is rejected by distance).
+    """
+    if not 0.0 <= outlier_fraction < 1.0:
+        raise ValueError(f"outlier_fraction must be in [0, 1), got {outlier_fraction}.")
+    d = knn_distances(bank, bank, k, leave_one_out=True)
+    codes = np.asarray(codes)
+    tau = np.full(int(n_classes), np.inf)
+    for c in range(int(n_classes)):
+        if (codes == c).any():
+            tau[c] = float(np.quantile(d[codes == c], 1.0 - outlier_fraction))
+    return tau
+
+
+def query_distance_thresholds(distances: np.ndarray, predicted: np.ndarray, n_classes: int,
+                              nmads: float = 3.0, min_cells: int = 3) -> np.ndarray:
+    """Per-class outlier thresholds on the query's own k-NN distances: median + ``nmads`` MADs.
+
+    The cells predicted as class c form the sample (MAD scaled by 1.4826 to match a normal
+    standard deviation; ``nmads`` = 3 is scater's ``isOutlier`` default). Classes with fewer than
+    ``min_cells`` predicted cells get infinity. Used with the reference thresholds of
+    :func:`distance_thresholds` (the larger of the two applies), so a query whose cells all lie
+    farther from the reference than the reference's own cells (another technology) is not rejected
+    wholesale, while cells far out in their predicted class still are.
+    """
+    d = np.asarray(distances, dtype=float)
+    pred = np.asarray(predicted)
+    tau = np.full(int(n_classes), np.inf)
+    for c in range(int(n_classes)):
+        x = d[pred == c]
+        if len(x) >= min_cells:
+            med = np.median(x)
+            tau[c] = med + nmads * 1.4826 * np.median(np.abs(x - med))
+    return tau

@@ -102,6 +102,10 @@ class BaseAnnotator:
         else:
             self.thresholds_ = class_thresholds(val_probabilities, self.config.outlier_fraction)
 
+    def _rejected(self, probs: np.ndarray, embedding: np.ndarray | None) -> np.ndarray:
+        """Mask of cells to label Unassigned when rejection is on (default: the per-class probability thresholds)."""
+        return reject(probs, self.thresholds_)
+
     @property
     def rejection_enabled(self) -> bool:
         return bool(getattr(self.config, "reject", False))
@@ -126,7 +130,7 @@ class BaseAnnotator:
         raw = classes[probs.argmax(axis=1)]
         labels = raw.copy()
         if self.rejection_enabled:
-            labels[reject(probs, self.thresholds_)] = UNASSIGNED
+            labels[self._rejected(probs, embedding)] = UNASSIGNED
         params = {
             "config": dataclasses.asdict(self.config),
             "seed": self.seed,

@@ -59,7 +59,24 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   samples reference cells with weights 1/n_class (the reference code's option).
 * Rejection (``reject=True``): JIND-style per-class thresholds from the
   validation predictions (shared with the other classifiers); scNym's own
-  rule, confidence < 0.5, is ``min_confidence=0.5``.
+  rule, confidence < 0.5, is ``min_confidence=0.5``. Not in the paper:
+  ``reject_score="distance"`` rejects by the mean distance of a cell's
+  (penultimate-layer) embedding to its ``reject_neighbors`` nearest reference
+  cells. A cell is rejected when that distance exceeds both its predicted
+  class's threshold from the reference (the 1 - ``outlier_fraction`` quantile
+  of the reference cells' leave-one-out distances) and the query's own outlier
+  bound for that class (median + ``reject_nmads`` MADs of the distances of the
+  query cells predicted as it; 3 as in scater's ``isOutlier``), so a query's
+  rejections depend on the other query cells predicted with it. With
+  ``discovery=True`` on casi_zheng it rejected 100 % of the unseen B cells at
+  3.8 % of the shared cells (confidence thresholds: 66 % at 4.9 %), and 6.2 %
+  of the cells on the nine dev tasks (13.6 %); but on five tasks made by
+  removing one type from a reference it caught 0-54 % of the removed type
+  (confidence thresholds 49-96 %), so it is an option, not the default. In the
+  default (non-discovery) mode the adversary pulls unseen cells onto the
+  reference and the distance does not catch them (1 % of Zheng's B cells;
+  benchmarks/results_scnym.md). The reference embeddings (at most
+  ``reject_max_reference`` cells) are saved with the model.
 """
 from __future__ import annotations
 
@@ -77,7 +94,7 @@ import torch.nn.functional as F
 from .._io import join_states, split_state
 from .._settings import logger
 from ..data import InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm, shared_genes
-from ..rejection import UNASSIGNED
+from ..rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ..train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from ._base import BaseAnnotator
 
@@ -114,6 +131,10 @@ class ScNymConfig:
     reject: bool = False
     outlier_fraction: float = 0.05
     min_confidence: float = 0.0  # cells below this top probability are also Unassigned when > 0
+    reject_score: str = "confidence"  # or "distance": k-NN distance to the reference in the embedding
+    reject_neighbors: int = 5  # k of the "distance" score
+    reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
+    reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
 
     @property
     def joint_pass(self) -> bool:
@@ -130,6 +151,10 @@ class ScNymConfig:
             raise ValueError("mask_fraction must be in [0, 1).")
         if self.n_hidden_layers < 1:
             raise ValueError("n_hidden_layers must be at least 1.")
+        if self.reject_score not in ("confidence", "distance"):
+            raise ValueError(f"reject_score must be 'confidence' or 'distance', not {self.reject_score!r}.")
+        if self.reject_neighbors < 1 or self.reject_max_reference < 2 or self.reject_nmads <= 0:
+            raise ValueError("reject_neighbors must be >= 1, reject_max_reference >= 2 and reject_nmads > 0.")
 
 
 # ---------------------------------------------------------------------------- modules
@@ -239,6 +264,9 @@ class ScNym(BaseAnnotator):
         self.net_: ScNymNet | None = None
         self.adversary_: DomainAdversary | None = None
         self.domains_: list[str] = []
+        self.bank_: np.ndarray | None = None  # reference embeddings for reject_score="distance"
+        self.bank_codes_: np.ndarray | None = None
+        self.distance_thresholds_: np.ndarray | None = None
 
     # ------------------------------------------------------------ data transform
     def _transform(self, X, genes, target_genes):
@@ -283,6 +311,7 @@ class ScNym(BaseAnnotator):
         with timer("train_s"):
             val_probs = self._train(Xr, y, dom_r, Xq, dom_q)
         self._fit_rejection(val_probs)
+        self._fit_distance_rejection(Xr, y)
         self.fit_info_.update(
             {
                 "n_reference_cells": int(Xr.shape[0]),
@@ -429,6 +458,36 @@ class ScNym(BaseAnnotator):
         net.train()
         return tot / max(n, 1)
 
+    def _fit_distance_rejection(self, Xr, y) -> None:
+        """Reference embeddings (a seeded random subset of at most ``reject_max_reference`` cells) and the
+        per-class k-NN distance thresholds of ``reject_score="distance"``; always kept, so a saved model can
+        switch scores at prediction time."""
+        cfg = self.config
+        self.bank_, self.bank_codes_, self.distance_thresholds_ = None, None, None
+        if Xr.shape[0] < 2:
+            return
+        keep = np.arange(Xr.shape[0])
+        if len(keep) > cfg.reject_max_reference:
+            keep = np.sort(make_rng(self.seed + 1).choice(len(keep), cfg.reject_max_reference, replace=False))
+        _, emb = self._predict_arrays(Xr[keep])
+        self.bank_, self.bank_codes_ = emb.astype(np.float32), y[keep].astype(np.int64)
+        self.distance_thresholds_ = distance_thresholds(self.bank_, self.bank_codes_, len(self.classes_),
+                                                        cfg.reject_neighbors, cfg.outlier_fraction)
+
+    def _rejected(self, probs, embedding):
+        if self.config.reject_score == "confidence":
+            return super()._rejected(probs, embedding)
+        if self.bank_ is None:
+            raise ValueError("reject_score='distance' needs the reference embeddings, which this model does not have "
+                             "(saved by an older pybridge, or a reference of one cell); refit, or use "
+                             "reject_score='confidence'.")
+        cfg = self.config
+        d = knn_distances(embedding, self.bank_, cfg.reject_neighbors)
+        pred = probs.argmax(axis=1)
+        tau = np.maximum(self.distance_thresholds_,
+                         query_distance_thresholds(d, pred, len(self.classes_), cfg.reject_nmads))
+        return d > tau[pred]
+
     # ---------------------------------------------------------------- prediction
     @torch.no_grad()
     def _predict_arrays(self, X):
@@ -487,10 +546,14 @@ class ScNym(BaseAnnotator):
         states = {"net": self.net_.state_dict()}
         if self.adversary_ is not None:
             states["adv"] = self.adversary_.state_dict()
+        if self.bank_ is not None:
+            states["bank"] = {"embedding": torch.from_numpy(self.bank_), "codes": torch.from_numpy(self.bank_codes_)}
         return join_states(**states)
 
     def _extra_meta(self):
-        return {"domains": self.domains_, "history": self.history_}
+        thr = self.distance_thresholds_
+        return {"domains": self.domains_, "history": self.history_,
+                "distance_thresholds": None if thr is None else [float(t) if np.isfinite(t) else None for t in thr]}
 
     def _load_state(self, tensors, meta):
         cfg = self.config
@@ -504,6 +567,12 @@ class ScNym(BaseAnnotator):
             adv.load_state_dict(adv_state)
             self.adversary_ = adv.to(self.device).eval()
         self.history_ = meta.get("history", {})
+        bank = split_state(tensors, "bank")
+        thr = meta.get("distance_thresholds")
+        if bank and thr is not None:
+            self.bank_ = bank["embedding"].float().numpy()
+            self.bank_codes_ = bank["codes"].long().numpy()
+            self.distance_thresholds_ = np.array([np.inf if t is None else t for t in thr], dtype=float)
 
 
 def _domains(reference, query, domain_key):
