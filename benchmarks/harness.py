@@ -8,9 +8,10 @@ By default each call is forked from a zygote (``zygote.py``) that has imported t
 tool's packages once, so the ~4 s of Python start-up and imports per call is paid
 once per tool and run; R tools are exec'd from an empty zygote (a child's max RSS
 starts at its parent's RSS, so forking R from the harness would inflate it).
-``--no-fork`` starts a fresh interpreter per call instead. A call that exceeds ``--timeout`` or ``--mem-limit-gb``
-is killed and recorded as ``timeout`` / ``out of memory``; a tool that is not
-installed gets one ``not installed`` row per table, not an error.
+``--no-fork`` starts a fresh interpreter per call instead. A call that exceeds
+``--timeout`` or ``--mem-limit-gb`` is killed and recorded as ``timeout`` /
+``out of memory``; a tool that is not installed gets one ``not installed`` row per
+table, not an error.
 """
 from __future__ import annotations
 
