@@ -185,8 +185,15 @@ def test_distance_rejection_save_load(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.bank_, model.bank_)
     np.testing.assert_allclose(loaded.distance_thresholds_, model.distance_thresholds_)
     assert 0 < res.rejected.mean() < 0.5 and set(res.labels[~res.rejected]) <= set(model.classes_)
+    applied = np.asarray(res.params["distance_thresholds"])
+    assert res.params["reject_score"] == "distance" and (applied >= loaded.distance_thresholds_).all()
     with pytest.raises(ValueError, match="reject_score"):
         pybridge.ScNym(reject_score="nearest")
+    # through the AnnData API: the applied thresholds land in uns and the object still writes to .h5ad
+    q2 = q.copy()
+    pybridge.scnym(q2, ref, seed=3, reject=True, reject_score="distance", **FAST)
+    q2.write_h5ad(tmp_path / "q.h5ad")
+    assert (q2.obs["scnym"] == UNASSIGNED).any() and len(q2.uns["scnym"]["distance_thresholds"]) == len(model.classes_)
 
 
 def test_integrated_gradients(fitted):
