@@ -101,11 +101,8 @@ PRELOAD = {
 def preload_for(tool: "Tool") -> tuple:
     if tool.runner == "r":
         return ()
-    if tool.group == "pybridge":
-        mods = PRELOAD["pybridge"]
-    else:
-        mods = PRELOAD.get(tool.name, PRELOAD["scanvi"] if tool.runner == "scvi" else ("anndata",))
-    return mods + ("benchmarks.worker",)
+    key = "pybridge" if tool.group == "pybridge" else "scanvi" if tool.runner == "scvi" else tool.name
+    return PRELOAD.get(key, ("anndata",)) + ("benchmarks.worker",)
 
 
 class Zygote:

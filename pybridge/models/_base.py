@@ -102,9 +102,10 @@ class BaseAnnotator:
         else:
             self.thresholds_ = class_thresholds(val_probabilities, self.config.outlier_fraction)
 
-    def _rejected(self, probs: np.ndarray, embedding: np.ndarray | None) -> np.ndarray:
-        """Mask of cells to label Unassigned when rejection is on (default: the per-class probability thresholds)."""
-        return reject(probs, self.thresholds_)
+    def _rejected(self, probs: np.ndarray, embedding: np.ndarray | None) -> tuple[np.ndarray, dict]:
+        """Mask of cells to label Unassigned when rejection is on (default: the per-class probability thresholds),
+        and what the rule applied, for the result's params."""
+        return reject(probs, self.thresholds_), {}
 
     @property
     def rejection_enabled(self) -> bool:
@@ -129,8 +130,10 @@ class BaseAnnotator:
         classes = np.asarray(self.classes_, dtype=object)
         raw = classes[probs.argmax(axis=1)]
         labels = raw.copy()
+        applied = {}
         if self.rejection_enabled:
-            labels[self._rejected(probs, embedding)] = UNASSIGNED
+            rejected, applied = self._rejected(probs, embedding)
+            labels[rejected] = UNASSIGNED
         params = {
             "config": dataclasses.asdict(self.config),
             "seed": self.seed,
@@ -140,6 +143,7 @@ class BaseAnnotator:
             "training": {k: v for k, v in self.fit_info_.items() if k != "timings"},
             # a list aligned with the classes: class names may hold '/' and cannot be .h5ad keys
             "thresholds": None if self.thresholds_ is None else [float(t) for t in self.thresholds_],
+            **applied,
             "version": _version(),
         }
         return AnnotationResult(

@@ -486,8 +486,8 @@ class ScNym(BaseAnnotator):
         pred = probs.argmax(axis=1)
         tau = np.maximum(self.distance_thresholds_,
                          query_distance_thresholds(d, pred, len(self.classes_), cfg.reject_nmads))
-        self._applied_distance_thresholds = tau  # reported in the result's params
-        return d > tau[pred]
+        # the per-class bounds that applied to this query (inf: no bound, too few cells) go into the params
+        return d > tau[pred], {"reject_score": "distance", "distance_thresholds": [float(t) for t in tau]}
 
     # ---------------------------------------------------------------- prediction
     @torch.no_grad()
@@ -502,12 +502,7 @@ class ScNym(BaseAnnotator):
         return np.concatenate(probs).astype(np.float64), np.concatenate(emb)
 
     def _result(self, obs_names, probs, embedding, overlap, predict_seconds):
-        self._applied_distance_thresholds = None
         res = super()._result(obs_names, probs, embedding, overlap, predict_seconds)
-        tau = self._applied_distance_thresholds
-        if tau is not None:  # reject_score="distance": the per-class distance bounds that applied to this query
-            res.params["reject_score"] = "distance"
-            res.params["distance_thresholds"] = [float(t) for t in tau]  # inf: no bound (too few cells)
         if self.config.min_confidence > 0:
             low = res.confidence < self.config.min_confidence
             res.labels = res.labels.copy()
