@@ -152,8 +152,9 @@
   for (col in keep) {
     v <- meta[[col]]
     if (!isTRUE(all_columns)) {
-      # labels and the *_key columns are names: send them as text ("1", not 1.0)
-      v <- as.character(v)
+      # labels and the *_key columns are names: send them as text ("1", not 1.0), in a factor so that a
+      # missing value stays missing (reticulate turns NA in a character vector into the string "NA")
+      v <- factor(as.character(v))
     } else if (!is.factor(v) && !is.atomic(v)) {
       next  # list or S4 columns have no AnnData counterpart
     }

@@ -86,6 +86,20 @@ test_that("class names reach the object verbatim (never make.names)", {
   expect_identical(as.character(out2$predicted.scnym), as.character(out$predicted.scnym))
 })
 
+test_that("reference cells with a missing label (NA) are left out of training, not made a class \"NA\"", {
+  skip_if_no_python()
+  for (ref in list(seu_ref, sce_ref)) {
+    ref$with_na <- as.character(ref$cell_type)  # character: reticulate would send NA as the string "NA"
+    ref$with_na[c(1, 5, 9)] <- NA
+    expect_warning(
+      out <- RunScNym(sce_query, ref, labels = "with_na", n_epochs = 3, device = "cpu", verbose = FALSE),
+      "3 reference cells have no label \\(NA\\)"
+    )
+    expect_identical(levels(out$predicted.scnym), ref_classes)
+    expect_false(anyNA(out$predicted.scnym))
+  }
+})
+
 test_that("reference as a saved model: train once, annotate by object or by directory, same labels", {
   skip_if_no_python()
   model <- trained_model()
