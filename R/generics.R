@@ -90,6 +90,9 @@ pybridge_methods <- function() {
   paste(deparse(call, width.cutoff = 500L), collapse = " ")
 }
 
+# The argument names of the Run* / Train* method that called the worker calling this.
+.caller_args <- function() names(formals(sys.function(sys.parent(2))))
+
 # The worker behind every reference-based Run* function.
 .run_annotation <- function(object, reference, method, fn, labels = "cell_type", assay = NULL,
                             reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
@@ -97,7 +100,7 @@ pybridge_methods <- function() {
   t0 <- .now()
   .check_common(seed, device, verbose)
   .check_labels_arg(labels)
-  options <- .options(options)
+  options <- .options(options, fn, .caller_args())
   keys <- .key_columns(options)
   .check_target(object, name, method, "annotation", verbose = verbose)  # says when it will replace earlier results
   query <- .extract(object, assay = assay, columns = keys, what = "query")
@@ -148,7 +151,7 @@ pybridge_methods <- function() {
   if (!is.null(n.clusters) && (!is.numeric(n.clusters) || length(n.clusters) != 1L || n.clusters < 1)) {
     .abort("`n.clusters` must be one positive whole number or NULL.", class = "pybridge_input_error")
   }
-  options <- .options(options)
+  options <- .options(options, fn, .caller_args())
   keys <- .key_columns(options)
   .check_target(object, name, method, "clustering", verbose = verbose)
   query <- .extract(object, assay = assay, columns = keys, what = "object")
@@ -189,7 +192,7 @@ pybridge_methods <- function() {
   t0 <- .now()
   .check_common(seed, device, verbose)
   .check_labels_arg(labels)
-  options <- .options(options)
+  options <- .options(options, fn, .caller_args())
   keys <- .key_columns(options)
   ref <- .resolve_reference(reference, labels, keys, assay)
   if (identical(ref$kind, "model")) .abort(fn, "() needs a labelled reference, not a saved model.", class = "pybridge_input_error")

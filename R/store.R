@@ -116,6 +116,12 @@
   if (!is.character(name) || length(name) != 1L || is.na(name) || !nzchar(name)) {
     .abort("`name` must be one non-empty string (it names the output columns).", class = "pybridge_input_error")
   }
+  if (.is_seurat(object) && !identical(make.names(name), name)) {
+    # Seurat would store the results under make.names() of their names, not where pybridge looks for them
+    .abort("`name = \"", name, "\"` is not a syntactic R name, which Seurat needs for metadata columns and ",
+           "reductions: use letters, digits, '.' and '_' (e.g. \"", make.names(name), "\").",
+           class = "pybridge_input_error")
+  }
   taken <- .taken(object, name, kind, extra)
   if (!length(taken)) return(invisible(FALSE))
   prev <- .previous_writer(object, name)

@@ -40,7 +40,22 @@ test_that("bad references and arguments", {
   expect_error(RunScNym(seu_query, seu_ref, seed = -1), "`seed`")
   expect_error(RunScNym(seu_query, seu_ref, device = "gpu"), "`device`")
   expect_error(RunScNym(seu_query, seu_ref, name = ""), "`name`")
+  expect_error(RunScNym(seu_query, seu_ref, name = "my scnym"), "not a syntactic R name.*\"my.scnym\"",
+               class = "pybridge_input_error")
   expect_error(pybridge:::.options(list(3)), "must be named")
+})
+
+test_that("a Python argument name in `...` that the R function sets itself points to the R argument", {
+  # checked before any data is read or Python is started
+  expect_error(RunCICL(seu_query, n_clusters = 4), "`n_clusters` is set by RunCICL\\(\\)'s own argument `n.clusters`",
+               class = "pybridge_input_error")
+  expect_error(RunNMFTransfer(sce_query, sce_ref, n_clusters = 4), "own argument `n.clusters`",
+               class = "pybridge_input_error")
+  expect_error(RunScNym(seu_query, seu_ref, labels_key = "cell_type"), "own argument `labels`",
+               class = "pybridge_input_error")
+  expect_error(RunJIND(seu_query, seu_ref, key.added = "x"), "`key.added` is set by RunJIND\\(\\)'s own argument `name`",
+               class = "pybridge_input_error")
+  expect_error(TrainScNym(seu_ref, layer = "counts"), "own argument `assay`", class = "pybridge_input_error")
 })
 
 test_that("an existing column of the same name from elsewhere is never overwritten", {
