@@ -261,8 +261,8 @@ def cicl(
 
 def compute_nmf_transfer(
     adata,
-    *,
     reference=None,
+    *,
     n_clusters: int | None = None,
     labels_key: str | None = "cell_type",
     layer: str | None = None,
@@ -298,8 +298,8 @@ def compute_nmf_transfer(
 
 def nmf_transfer(
     adata,
-    *,
     reference=None,
+    *,
     n_clusters: int | None = None,
     labels_key: str | None = "cell_type",
     layer: str | None = None,
@@ -312,6 +312,10 @@ def nmf_transfer(
     **config_overrides,
 ):
     """Cluster ``adata`` by NMF transfer from a labelled ``reference`` (Mieth et al., "TransferCluster").
+
+    ``nmf_transfer(query, reference, n_clusters=...)``, as the annotation
+    functions; ``reference`` may also be given by name, and is not needed with
+    ``mode="target"``.
 
     Writes ``obs[key_added]`` (cluster id, ``"0"`` = largest; ``"Unassigned"`` for
     cells an optional cell filter removed), ``obs[key_added + '_confidence']`` (mean

@@ -305,6 +305,9 @@ def test_functional_api_writes_pybridge_outputs(tmp_path):
     assert uns["n_clusters"] == k and not uns["n_clusters_estimated"] and uns["mode"] == "transfer"
     out.write_h5ad(tmp_path / "o.h5ad")  # uns is h5ad-safe
     assert pybridge.api.COMPUTE["nmf_transfer"][0] == "clustering"
+    # the reference may come second by position, as in scnym(query, reference) and RunNMFTransfer(object, reference)
+    positional = pybridge.nmf_transfer(t, s, n_clusters=k, copy=True, seed=1, nmf_refine=False, **FAST)
+    assert positional.obs[key].equals(out.obs[key])
 
 
 def test_save_load_gives_identical_clusters(fitted, tmp_path):
