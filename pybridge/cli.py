@@ -107,6 +107,9 @@ def check_output(adata, key_added: str, method: str, out: str | None, source: st
         if source is None or not _is_rds(source):
             raise CLIError("--out *.rds needs the query to be an .rds file too (the annotated object is written back)")
         return  # the R package checks the object's names when it stores the result
+    if Path(out).suffix.lower() != ".h5ad":
+        raise CLIError(f"--out {out!r}: the annotated data are written as .h5ad (or .rds for an .rds input); "
+                       "name the file *.h5ad, and use --csv for a table of labels and confidences")
     from .result import check_key
 
     check_key(adata, key_added, method, warn=False)

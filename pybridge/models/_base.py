@@ -8,7 +8,10 @@ A subclass sets ``method`` and ``config_cls`` and implements
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
+import types
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +47,40 @@ def make_config(config_cls, config=None, overrides: dict | None = None):
         raise TypeError(
             f"Unknown {config_cls.__name__} option(s): {', '.join(unknown)}. Valid options: {', '.join(sorted(valid))}."
         )
+    hints = typing.get_type_hints(config_cls)
+    for name in overrides:  # the defaults and a config object's values are right already
+        base[name] = _checked_option(config_cls.__name__, name, base[name], hints.get(name))
     return config_cls(**base)
+
+
+def _checked_option(owner: str, name: str, value, hint):
+    """``value`` as the type ``hint`` declares (a whole float for an int, an int for a float), or a
+    ``TypeError`` that names the option, the expected type and what was given."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for tp in allowed:
+        if tp is bool and isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (bool, np.bool_)):
+            continue  # True is an int in Python, but not a number of epochs
+        if tp is int and isinstance(value, numbers.Integral):
+            return int(value)
+        if tp is int and isinstance(value, numbers.Real) and float(value).is_integer():
+            return int(value)
+        if tp is float and isinstance(value, numbers.Real):
+            return float(value)
+        if tp is str and isinstance(value, str):
+            return value
+        if tp not in (bool, int, float, str, type(None)):  # tuples and the like: the config checks them itself
+            return value
+    words = {int: "an integer", float: "a number", bool: "True or False", str: "a string", type(None): "None"}
+    want = " or ".join(words.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+    raise OptionTypeError(f"{owner} option {name} must be {want}, not {value!r} ({type(value).__name__}).")
+
+
+class OptionTypeError(TypeError, ValueError):
+    """An option of the wrong type: a ``TypeError``, and a ``ValueError`` as every other bad input."""
 
 
 class BaseAnnotator:

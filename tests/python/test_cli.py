@@ -58,6 +58,9 @@ def test_train_then_predict_matches_in_process_model(files):
         (["annotate", "--reference", "ref.h5ad", "--query", "q.h5ad", "--set", "n_epoch=3"], "Unknown ScNymConfig option"),
         (["predict", "--model", "ref.h5ad", "--query", "q.h5ad"], "not a pybridge model directory"),
         (["annotate", "--reference", "notes.txt", "--query", "q.h5ad"], "could not read reference"),
+        (["annotate", "--reference", "ref.h5ad", "--query", "q.h5ad", "--set", "n_epochs=ten"],
+         "ScNymConfig option n_epochs must be an integer, not 'ten' (str)"),
+        (["annotate", "--reference", "ref.h5ad", "--query", "q.h5ad", "--out", "labels.csv"], "use --csv"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, argv, message):

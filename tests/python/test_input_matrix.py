@@ -364,6 +364,30 @@ def test_unknown_option_is_a_type_error_naming_the_valid_ones(method, no_trainin
         run(method, q, ref, n_epoch=3)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_an_option_of_the_wrong_type_is_a_type_error_naming_option_and_type(method, no_training):
+    ref, q = toy(), toy(seed=1, prefix="q")
+    epochs = {"cicl": "n_epochs", "nmf_transfer": "nmf_max_iter", "itclust": "source_epochs"}.get(method, "n_epochs")
+    with pytest.raises(TypeError, match=f"Config option {epochs} must be an integer, not 'ten' \\(str\\)"):
+        run(method, q, ref, **{epochs: "ten"})
+    with pytest.raises(TypeError, match=f"Config option {epochs} must be an integer, not 2.5"):
+        run(method, q, ref, **{epochs: 2.5})
+    with pytest.raises(ValueError, match=f"Config option {epochs} must be an integer, not True \\(bool\\)"):
+        run(method, q, ref, **{epochs: True})
+
+
+def test_option_types_from_r_and_json_are_converted_where_exact():
+    from pybridge.models._base import make_config
+
+    cfg = make_config(pybridge.ScNymConfig, None, {"n_epochs": 12.0, "lr": 1, "joint_forward": None})
+    assert (cfg.n_epochs, cfg.lr, cfg.joint_forward) == (12, 1.0, None)
+    assert type(cfg.n_epochs) is int and type(cfg.lr) is float
+    with pytest.raises(TypeError, match="joint_forward must be True or False or None, not 'yes'"):
+        make_config(pybridge.ScNymConfig, None, {"joint_forward": "yes"})
+    assert make_config(pybridge.ItClustConfig, None, {"min_genes": 200}).min_genes == 200  # int | str
+    assert make_config(pybridge.ItClustConfig, None, {"min_genes": "auto"}).min_genes == "auto"
+
+
 def interrupt_training(monkeypatch, modules=None):
     """Make the training loops of ``modules`` (default: every method) raise KeyboardInterrupt at their first
     progress step, as a user pressing Ctrl-C mid-training would."""
