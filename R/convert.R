@@ -271,7 +271,7 @@
 
 # Options passed through `...`: R names use "." where Python uses "_". `fn` and `args` (the R arguments of
 # the calling function) name the argument to use instead when an option is one the function sets itself.
-.options <- function(dots, fn = "This function", args = character()) {
+.options <- function(dots, fn = NULL, args = character()) {
   if (!length(dots)) return(structure(list(), names = character()))
   nms <- names(dots)
   if (is.null(nms) || any(!nzchar(nms))) {

@@ -48,14 +48,15 @@ def make_config(config_cls, config=None, overrides: dict | None = None):
             f"Unknown {config_cls.__name__} option(s): {', '.join(unknown)}. Valid options: {', '.join(sorted(valid))}."
         )
     hints = typing.get_type_hints(config_cls)
-    for name in overrides:  # the defaults and a config object's values are right already
+    given = set(overrides) | (set(config) if isinstance(config, dict) else set())  # defaults are right already
+    for name in given:
         base[name] = _checked_option(config_cls.__name__, name, base[name], hints.get(name))
     return config_cls(**base)
 
 
 def _checked_option(owner: str, name: str, value, hint):
-    """``value`` as the type ``hint`` declares (a whole float for an int, an int for a float), or a
-    ``TypeError`` that names the option, the expected type and what was given."""
+    """``value`` as the type ``hint`` declares (a whole float for an int, an int for a float), or an
+    :class:`OptionTypeError` that names the option, the expected type and what was given."""
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
