@@ -147,12 +147,29 @@ def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray
             UserWarning,
             stacklevel=3,
         )
+    similar = _near_duplicates(classes)
+    if similar:
+        pairs = "; ".join(" vs ".join(repr(c) for c in group) for group in similar[:3])
+        warnings.warn(
+            f"The {what} label column {labels_key!r} has classes that differ only in case or spacing "
+            f"({pairs}); they are trained as different cell types. Merge them first if they are the same type.",
+            UserWarning,
+            stacklevel=3,
+        )
     if len(classes) < 2:
         raise ValueError(
             f"The {what} label column {labels_key!r} has a single class ({classes[0]!r}); "
             "a classifier needs at least two cell types."
         )
     return values
+
+
+def _near_duplicates(classes) -> list[list[str]]:
+    """Groups of class names that are the same after stripping spaces and ignoring case."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        groups.setdefault(" ".join(str(c).split()).casefold(), []).append(str(c))
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def check_finite_labels(labels: np.ndarray, what: str = "reference") -> np.ndarray:

@@ -248,6 +248,9 @@ CASES = {
                                     {"cicl": NO_REF}, ("ok", None)),
     "label_named_Unassigned": (lambda r, q: (q, _relabel(r, ["Unassigned", *r.obs["cell_type"].astype(str)[1:]])),
                                {"cicl": NO_REF}, ("warn", "has a class named 'Unassigned'")),
+    "labels_differ_in_case_or_spaces": (
+        lambda r, q: (q, _relabel(r, [*["t cell ", "T cell"] * 2, *r.obs["cell_type"].astype(str)[4:]])),
+        {"cicl": NO_REF}, ("warn", "differ only in case or spacing \\('t cell ' vs 'T cell'\\)")),
     "labels_spaces_slashes_unicode": (
         lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.rename_categories(["T cell / CD4+", "Zelltyp ä β", "x_y"]))),
         {"cicl": NO_REF}, ("ok", None)),
