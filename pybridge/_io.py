@@ -44,7 +44,9 @@ def _jsonable(obj):
 def save_model(path, method: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     from . import __version__
 
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/models/x" means the home folder, as in R and pandas
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"Cannot save the model to {str(path)!r}: it is a file; a model is saved as a folder.")
     path.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(flat, str(path / WEIGHTS))
@@ -62,7 +64,7 @@ def save_model(path, method: str, tensors: dict[str, torch.Tensor], meta: dict) 
 
 def read_meta(path, method: str | None = None, *, warn: bool = True) -> dict:
     """Validate a model directory and return its JSON metadata (no weights are read)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a pybridge model directory (it does not exist or is not a folder).")
     meta_file, weights = path / META, path / WEIGHTS
@@ -119,7 +121,7 @@ def load_model(path, method: str | None = None, device: str | torch.device = "cp
                warn: bool = True) -> tuple[dict, dict]:
     """Read a model directory written by :func:`save_model`; returns (tensors, metadata)."""
     meta = read_meta(path, method, warn=warn)
-    weights = Path(path) / WEIGHTS
+    weights = Path(path).expanduser() / WEIGHTS
     try:
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:

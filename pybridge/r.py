@@ -622,7 +622,7 @@ def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels
 
     query = read_rds(query_rds)
     kind, compute, est_cls = get_method(method)
-    if isinstance(reference, (str, Path)) and Path(reference).is_dir():
+    if isinstance(reference, (str, Path)) and Path(reference).expanduser().is_dir():
         _, meta = load_model(reference, method)
         result = est_cls.load(reference, device=device, verbose=verbose, **options).predict(query)
     else:

@@ -94,6 +94,20 @@ def test_save_load_predict_gives_the_same_output_without_warnings(method, saved)
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_save_and_load_expand_the_home_folder_and_refuse_a_file(method, saved, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    model = load(method, saved[method][0], device="cpu")
+    model.save("~/models/m")
+    assert (tmp_path / "models" / "m" / "pybridge.json").is_file() and not (tmp_path / "~").exists()
+    again = load(method, "~/models/m", device="cpu")
+    np.testing.assert_array_equal(outputs(method, predict(method, again, toy(seed=1, prefix="q"))), saved[method][1])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="it is a file; a model is saved as a folder"):
+        model.save(tmp_path / "a_file")
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case, match", [
     ("duplicated_genes", "duplicated gene names"),
     ("no_shared_genes", "shares only 0 of the"),
