@@ -44,6 +44,8 @@ def h5ad_safe(obj: Any) -> Any:
 
 def check_key(adata, key: str, method: str, *, warn: bool = True) -> None:
     """Refuse to overwrite an ``obs`` column that pybridge's ``method`` did not write; warn when replacing its own."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"key_added must be a non-empty string (it names the output columns), not {key!r}.")
     if key not in adata.obs.columns:
         return
     prev = adata.uns.get(key)

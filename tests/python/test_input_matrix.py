@@ -331,6 +331,16 @@ def test_foreign_column_under_the_key_is_refused_before_training(method, no_trai
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_an_empty_or_non_text_key_added_is_refused_before_training(method, no_training):
+    ref, q = toy(), toy(seed=1, prefix="q")
+    before = snapshot(q)
+    for key in ("", "  ", 3):
+        with pytest.raises(ValueError, match="key_added must be a non-empty string"):
+            run(method, q, ref, key_added=key)
+    assert_unchanged(q, before)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_rerun_replaces_only_own_output_and_says_so(method):
     ref, q = toy(), toy(seed=1, prefix="q")
     q.obs["keep_me"] = 1.5
