@@ -148,7 +148,8 @@ pybridge_methods <- function() {
   t0 <- .now()
   .check_common(seed, device, verbose)
   if (!is.null(labels)) .check_labels_arg(labels)
-  if (!is.null(n.clusters) && (!is.numeric(n.clusters) || length(n.clusters) != 1L || n.clusters < 1)) {
+  if (!is.null(n.clusters) && (!is.numeric(n.clusters) || length(n.clusters) != 1L || is.na(n.clusters) ||
+                              n.clusters < 1 || n.clusters != round(n.clusters))) {
     .abort("`n.clusters` must be one positive whole number or NULL.", class = "pybridge_input_error")
   }
   options <- .options(options, fn, .caller_args())
