@@ -120,8 +120,9 @@ def read_meta(path, method: str | None = None, *, warn: bool = True) -> dict:
 def load_model(path, method: str | None = None, device: str | torch.device = "cpu", *,
                warn: bool = True) -> tuple[dict, dict]:
     """Read a model directory written by :func:`save_model`; returns (tensors, metadata)."""
+    path = Path(path).expanduser()
     meta = read_meta(path, method, warn=warn)
-    weights = Path(path).expanduser() / WEIGHTS
+    weights = path / WEIGHTS
     try:
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:

@@ -165,7 +165,7 @@ def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray
 
 
 def _near_duplicates(classes) -> list[list[str]]:
-    """Groups of class names that are the same after stripping spaces and ignoring case."""
+    """Groups of class names that are the same once case and runs of spaces are ignored."""
     groups: dict[str, list[str]] = {}
     for c in classes:
         groups.setdefault(" ".join(str(c).split()).casefold(), []).append(str(c))
