@@ -226,7 +226,7 @@
     if (dir.exists(path)) {
       if (!file.exists(file.path(path, "pybridge.json"))) {
         .abort("The reference directory ", path, " is not a saved pybridge model (it has no pybridge.json). ",
-               "Save one with TrainScNym(reference, path = ).", class = "pybridge_input_error")
+               "Save one with TrainScNym() or TrainJIND() (`path = `).", class = "pybridge_input_error")
       }
       return(list(kind = "model", path = normalizePath(path)))
     }

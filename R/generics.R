@@ -237,7 +237,7 @@ print.pybridge_model <- function(x, ...) {
 
 #' Open a saved pybridge model directory
 #'
-#' @param path A directory written by [TrainScNym()] (or `model.save()` in Python).
+#' @param path A directory written by [TrainScNym()], [TrainJIND()] (or `model.save()` in Python).
 #' @return A `pybridge_model` object usable as `reference` in the Run functions.
 #' @export
 read_pybridge_model <- function(path) {

@@ -1,7 +1,7 @@
 #' pybridge: reference-based cell annotation for Seurat and SingleCellExperiment
 #'
 #' `RunScNym()` annotates a Seurat object or a SingleCellExperiment from a
-#' labelled reference; `TrainScNym()` trains once for many queries. The methods
+#' labelled reference; `TrainScNym()` and `TrainJIND()` train once for many queries. The methods
 #' run in the Python package pybridge: see [install_pybridge()] and
 #' [use_pybridge()] for the Python environment.
 #'

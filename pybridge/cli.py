@@ -218,7 +218,7 @@ def _run(args) -> None:
         model = est_cls.load(args.model, device=args.device, verbose=verbose, **options)
         query = read_input(args.query, "query")
         check_output(query, args.key_added or meta["method"], meta["method"], args.out, args.query)
-        result = model.predict(query, layer=args.layer)
+        result = model.annotate(query, layer=args.layer)
         write_output(query, result, args.key_added or meta["method"], args.out, args.csv, args.query)
         _summary(result)
     elif args.command == "cluster":

@@ -301,7 +301,7 @@ def _dispatch(request: dict) -> dict:
                     f"use the Run function of {meta.get('method')!r} or train a {method!r} model."
                 )
             model = est_cls.load(reference[1], device=device, verbose=verbose, **options)
-            result = model.predict(query)
+            result = model.annotate(query)
         elif reference is None:
             raise ValueError("A reference is needed: a labelled object, an .h5ad file or a saved model directory.")
         else:
@@ -624,7 +624,7 @@ def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels
     kind, compute, est_cls = get_method(method)
     if isinstance(reference, (str, Path)) and Path(reference).expanduser().is_dir():
         _, meta = load_model(reference, method)
-        result = est_cls.load(reference, device=device, verbose=verbose, **options).predict(query)
+        result = est_cls.load(reference, device=device, verbose=verbose, **options).annotate(query)
     else:
         if isinstance(reference, (str, Path)):
             reference = read_rds(reference) if str(reference).lower().endswith(".rds") else ad.read_h5ad(reference)

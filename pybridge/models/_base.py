@@ -163,6 +163,16 @@ class BaseAnnotator:
         probs, embedding = self._predict_arrays(Xq)
         return self._result(query.obs_names, probs, embedding, overlap, time.perf_counter() - t0)
 
+    def annotate(self, query, *, layer: str | None = None) -> AnnotationResult:
+        """Annotate a query with this trained model, doing whatever per-query step the method has.
+
+        This is what ``pybridge predict``, ``RunScNym(x, model)`` and the other
+        saved-model paths call. For most methods it is :meth:`predict`; JIND
+        first aligns the model to a query it was not aligned to (see
+        :meth:`pybridge.JIND.annotate`).
+        """
+        return self.predict(query, layer=layer)
+
     def _result(self, obs_names, probs, embedding, overlap, predict_seconds) -> AnnotationResult:
         classes = np.asarray(self.classes_, dtype=object)
         raw = classes[probs.argmax(axis=1)]

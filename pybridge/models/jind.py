@@ -108,7 +108,13 @@ Using a model: ``fit(reference, query=query)`` runs every enabled stage;
 ``predict(query, stage=...)`` gives any stage's result. The prediction model
 alone can be saved, loaded and aligned to new queries with ``adapt(query)``
 (the saved directory holds weights, the reference codes and validation
-probabilities, never the training matrix).
+probabilities, never the training matrix). ``annotate(query)`` does both
+steps as JIND intends for each new target batch (align when the model is not
+aligned to that query yet, then predict); ``pybridge predict``, the R bridge
+and ``RunJIND(x, model)`` with a saved model call it, so a model trained once
+gives a query the labels that ``fit(reference, query=query)`` would (same
+seed and options) when the query has all the reference's genes (``fit`` with
+a query first limits the genes to those both share).
 """
 from __future__ import annotations
 
@@ -805,6 +811,28 @@ class JIND(BaseAnnotator):
         res = self._result(query.obs_names, probs, embedding, overlap, time.perf_counter() - t0)
         res.params["stage"] = stage
         return res
+
+    def annotate(self, query, *, layer: str | None = None):
+        """Annotate a new query as JIND does: align to it first, then predict.
+
+        JIND trains its classifier once and learns the alignment per target
+        batch. So when the configuration asks for alignment (``align``) or
+        JIND+ (``jind_plus``) and the model is not aligned to this query yet
+        (a model trained on the reference alone, or aligned to another query),
+        :meth:`adapt` runs first (seeded, no reference data needed); a model
+        already aligned to this query (same cell names) predicts right away.
+        With ``align=False, jind_plus=False`` this is the reference model
+        alone (:meth:`predict` at the ``"base"`` stage). Used by ``pybridge
+        predict``, ``RunJIND(x, model)`` and the R bridge.
+        """
+        cfg = self.config
+        if cfg.align or cfg.jind_plus:
+            wanted = "plus" if cfg.jind_plus else "aligned"
+            if self.fit_info_.get("query_fingerprint") != _fingerprint(query.obs_names) or wanted not in self.stages_:
+                logger.info("jind: aligning the model to this query (%d cells)", query.n_obs)
+                self.adapt(query, layer=layer)
+            return self.predict(query, layer=layer, stage=wanted)
+        return self.predict(query, layer=layer, stage="base")
 
     # ---------------------------------------------------------------- persistence
     def _state(self):

@@ -50,6 +50,22 @@ def test_train_then_predict_matches_in_process_model(files):
     np.testing.assert_array_equal(csv["label"].to_numpy(), direct.labels.astype(str))
 
 
+def test_jind_model_is_aligned_to_the_query_at_predict(files):
+    """`pybridge predict` with a reference-only JIND model runs JIND's per-query alignment, as `annotate` does."""
+    opts = ["--set", "n_top_genes=500", "--set", "n_epochs=6", "--set", "gan_epochs=2", "--set", "gan_min_steps=5",
+            "--set", "gan_stop=epochs", "--set", "align_selection=last", "--quiet"]
+    model_dir = files / "jind_model"
+    assert main(["train", "--method", "jind", "--reference", str(files / "ref.h5ad"), "--out", str(model_dir),
+                 *opts]) == 0
+    assert main(["predict", "--model", str(model_dir), "--query", str(files / "q.h5ad"),
+                 "--out", str(files / "p.h5ad"), "--quiet"]) == 0
+    assert main(["annotate", "--method", "jind", "--reference", str(files / "ref.h5ad"), "--query",
+                 str(files / "q.h5ad"), "--out", str(files / "a.h5ad"), *opts]) == 0
+    predicted, annotated = ad.read_h5ad(files / "p.h5ad"), ad.read_h5ad(files / "a.h5ad")
+    assert predicted.uns["jind"]["stage"] == "aligned"
+    np.testing.assert_array_equal(predicted.obs["jind"].astype(str), annotated.obs["jind"].astype(str))
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -229,6 +229,38 @@ def test_save_load_predict_and_adapt_without_reference(fitted, pair, tmp_path):
     assert (stricter.thresholds_ >= fitted.thresholds_).all()
 
 
+def test_annotate_aligns_a_saved_model_to_each_new_query(fitted, pair, tmp_path):
+    """annotate() (used by `pybridge predict` and RunJIND(x, model)) aligns to a query the model has not seen:
+    train once on the reference, then per query the same labels as fit(reference, query)."""
+    ref, q = pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        JIND(seed=0, device="cpu", verbose=False, **FAST).fit(ref).save(tmp_path / "ref_only")
+    model = JIND.load(tmp_path / "ref_only", device="cpu", verbose=False)
+    assert model.stages_ == ["base"]
+    res = model.annotate(q)
+    assert res.params["stage"] == "plus" and model.stages_ == ["base", "aligned", "plus"]
+    np.testing.assert_array_equal(res.labels, fitted.predict(q).labels)
+    np.testing.assert_allclose(res.probabilities, fitted.predict(q).probabilities, atol=1e-6)
+
+    # already aligned to this query: no second alignment (the generator object is kept)
+    gen = model.generator_
+    np.testing.assert_array_equal(model.annotate(q).labels, res.labels)
+    assert model.generator_ is gen
+    # another query: re-aligned to it, without the "aligned to a different query" warning of predict()
+    other = ref[:60].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res_other = model.annotate(other)
+    assert model.generator_ is not gen and model.fit_info_["n_query_cells"] == 60
+    assert res_other.params["stage"] == "plus"
+    # align=False, jind_plus=False: the classifier alone, as predict(stage="base")
+    plain = JIND.load(tmp_path / "ref_only", device="cpu", verbose=False, align=False, jind_plus=False)
+    res_base = plain.annotate(q)
+    assert res_base.params["stage"] == "base" and plain.stages_ == ["base"]
+    np.testing.assert_array_equal(res_base.labels, fitted.predict(q, stage="base").labels)
+
+
 def test_stage_errors_and_other_query_warning(fitted, pair):
     ref, q = pair
     base_only = JIND(seed=0, device="cpu", verbose=False, **{**FAST, "n_epochs": 2}).fit(ref)

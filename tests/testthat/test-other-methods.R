@@ -33,6 +33,24 @@ test_that("RunJIND writes labels with rejection, scores and the raw label", {
   expect_true("prediction.score.jind" %in% SeuratObject::Assays(out))
 })
 
+test_that("TrainJIND once, then RunJIND with the model aligns each query: the labels of RunJIND(query, reference)", {
+  method_available("jind")
+  opts <- list(n_epochs = 3, gan_epochs = 1, n_top_genes = 500, device = "cpu", verbose = FALSE)
+  path <- file.path(tempdir(), "pybridge-test-jind-model")
+  model <- do.call(TrainJIND, c(list(seu_ref, path = path), opts))
+  expect_s3_class(model, "pybridge_model")
+  expect_identical(model$method, "jind")
+  expect_identical(model$classes, ref_classes)
+  from_model <- RunJIND(seu_query, model, device = "cpu", verbose = FALSE)
+  direct <- do.call(RunJIND, c(list(seu_query, seu_ref), opts))
+  expect_identical(from_model$predicted.jind, direct$predicted.jind)
+  expect_identical(Command(from_model, "RunJIND.jind")@params$stage, "aligned")
+  # the directory works too; align = FALSE applies the classifier alone
+  plain <- RunJIND(sce_query, path, align = FALSE, device = "cpu", verbose = FALSE)
+  expect_identical(S4Vectors::metadata(plain)$pybridge$jind$params$stage, "base")
+  expect_error(RunScNym(seu_query, model, verbose = FALSE), "saved 'jind' model", class = "pybridge_input_error")
+})
+
 test_that("RunItClust writes clusters, their types and per-cell scores (SCE)", {
   method_available("itclust")
   # (ItClust's own warnings about this small gene panel are not what is tested here)
