@@ -19,7 +19,14 @@ from .models.jind import JIND
 from .models.itclust import ItClust
 from .models.cicl import CICL
 from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
-from .data import check_counts, check_names, gene_overlap, get_labels
+from .data import check_anndata, check_counts, check_names, gene_overlap, get_labels
+
+
+def _check_inputs(query, reference=None, *, what: str = "query") -> None:
+    """Refuse, with a hint, anything but AnnData (a list, a path, a DataFrame) before it is used."""
+    check_anndata(query, what)
+    if reference is not None:
+        check_anndata(reference, "reference")
 
 
 def _check_gene_names(reference, query, *, upper: bool = False) -> None:
@@ -46,6 +53,7 @@ def compute_scnym(
     **config_overrides,
 ):
     """Train scNym on ``reference`` with ``query`` as unlabelled target data; return the query's AnnotationResult."""
+    _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = ScNym(seed=seed, device=device, verbose=verbose, **config_overrides)
     model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer,
@@ -79,6 +87,7 @@ def scnym(
     :class:`pybridge.ScNymConfig` options, e.g. ``discovery=True, reject=True``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    _check_inputs(query, reference)
     check_key(query, key_added, "scnym", warn=False)  # fail before training, not after
     result = compute_scnym(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                            domain_key=domain_key, seed=seed, device=device, verbose=verbose, **config_overrides)
@@ -98,6 +107,7 @@ def compute_jind(
     **config_overrides,
 ):
     """Train JIND on ``reference``, align ``query`` to it (and JIND+ with ``jind_plus=True``); return its AnnotationResult."""
+    _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = JIND(seed=seed, device=device, verbose=verbose, **config_overrides)
     if query.n_obs == 1 and (model.config.align or model.config.jind_plus):  # checked before training
@@ -138,6 +148,7 @@ def jind(
     ``jind_plus=True``, ``align=False``, ``outlier_fraction=0.1``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    _check_inputs(query, reference)
     check_key(query, key_added, "jind", warn=False)  # fail before training, not after
     result = compute_jind(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                           seed=seed, device=device, verbose=verbose, **config_overrides)
@@ -162,6 +173,7 @@ def compute_itclust(
     confidence, mapped source type, soft assignments, embedding) with the
     per-cell score in ``cell_score`` and the unflagged type in ``raw_cell_types``.
     """
+    _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = ItClust(seed=seed, device=device, verbose=verbose, **config_overrides)
     _check_gene_names(reference, query, upper=model.config.case_insensitive_genes)
@@ -198,6 +210,7 @@ def itclust(
     ``clusters``). ``config_overrides`` are :class:`pybridge.ItClustConfig` options,
     e.g. ``min_cluster_confidence=0.6``. Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    _check_inputs(query, reference)
     check_key(query, key_added, "itclust", warn=False)
     result = compute_itclust(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                              seed=seed, device=device, verbose=verbose, **config_overrides)
@@ -223,6 +236,7 @@ def compute_cicl(
     """
     if reference is not None:
         raise ValueError("CICL is unsupervised and takes no reference; call it with reference=None.")
+    _check_inputs(adata, what="data")
     t0 = time.perf_counter()
     model = CICL(seed=seed, device=device, verbose=verbose, n_clusters=n_clusters, **config_overrides)
     result = model.fit_predict(adata, layer=layer)
@@ -254,6 +268,7 @@ def cicl(
     ``n_clusters=None`` estimates K. ``config_overrides`` are :class:`pybridge.CICLConfig`
     options, e.g. ``n_epochs=100``. Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    _check_inputs(adata, what="data")
     check_key(adata, key_added, "cicl", warn=False)
     result = compute_cicl(adata, n_clusters=n_clusters, reference=reference, layer=layer, seed=seed, device=device,
                           verbose=verbose, **config_overrides)
@@ -279,6 +294,7 @@ def compute_nmf_transfer(
     ``n_clusters=None`` uses SC3's estimate of k. ``mode="target"`` / ``"concatenate"``
     run the paper's baselines.
     """
+    _check_inputs(adata, reference)
     t0 = time.perf_counter()
     # the source NMF runs before the query is read: check the query (and the gene names) first
     check_counts(adata, layer, what="query")
@@ -329,6 +345,7 @@ def nmf_transfer(
     ``mode="target"``, ``thetas=[0.5]``, ``gene_filter=False``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
+    _check_inputs(adata, reference)
     check_key(adata, key_added, "nmf_transfer", warn=False)
     result = compute_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key,
                                   layer=layer, reference_layer=reference_layer, seed=seed, device=device,

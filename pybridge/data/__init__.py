@@ -1,12 +1,15 @@
 """Data handling shared by all methods: validation, gene alignment, normalisation, minibatches."""
-from ._checks import check_counts, check_finite_labels, check_names, get_counts, get_labels
+from ._checks import (InputTypeError, check_anndata, check_counts, check_finite_labels, check_names, get_counts,
+                      get_labels)
 from ._genes import align_columns, gene_overlap, shared_genes
 from ._loader import InfiniteSampler, densify, epoch_batches, iter_dense
 from ._preprocess import hvg_by_dispersion, library_size, log_cpm, normalize_total
 
 __all__ = [
     "InfiniteSampler",
+    "InputTypeError",
     "align_columns",
+    "check_anndata",
     "check_counts",
     "check_finite_labels",
     "check_names",

@@ -5,6 +5,7 @@ how to fix it. Matrices are returned as CSR float32 without densifying.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -20,8 +21,38 @@ def _examples(values, n: int = 5) -> str:
     return head + (", ..." if len(values) > n else "")
 
 
+class InputTypeError(TypeError, ValueError):
+    """Something other than an AnnData where one is needed (a ``TypeError`` that is also a ``ValueError``)."""
+
+
+def check_anndata(obj, what: str) -> None:
+    """Refuse anything but an AnnData (views and backed objects included), saying how to make one."""
+    import anndata as ad
+
+    if isinstance(obj, ad.AnnData):
+        return
+    kind = "None" if obj is None else type(obj).__name__
+    if isinstance(obj, (list, tuple)):
+        hint = ("pass one AnnData; to use several, join them with anndata.concat([...], label='batch') "
+                "(scNym can then take the column as domain_key)")
+    elif isinstance(obj, (str, bytes, os.PathLike)):
+        hint = ("read the file first: anndata.read_h5ad(path), or pybridge.r.read_rds(path) for a Seurat or "
+                "SingleCellExperiment .rds (the command line takes paths)")
+    elif isinstance(obj, pd.DataFrame):
+        hint = "wrap it: anndata.AnnData(df), with cells as rows and genes as columns (raw counts)"
+    elif isinstance(obj, np.ndarray) or sp.issparse(obj):
+        hint = ("wrap it with its names: anndata.AnnData(X, obs=pd.DataFrame(index=cells), "
+                "var=pd.DataFrame(index=genes)); genes are matched by name")
+    elif hasattr(obj, "mod") and isinstance(getattr(obj, "mod"), dict):
+        hint = "pass its RNA modality, e.g. mdata.mod['rna']"
+    else:
+        hint = "pass an anndata.AnnData with raw counts in .X or a layer"
+    raise InputTypeError(f"The {what} must be an AnnData (cells x genes), not {kind}; {hint}.")
+
+
 def check_names(adata, what: str) -> None:
-    """Refuse empty objects and duplicated cell or gene names."""
+    """Refuse non-AnnData input, empty objects and duplicated cell or gene names."""
+    check_anndata(adata, what)
     if adata.n_obs == 0:
         raise ValueError(f"The {what} has no cells (0 observations); pass a non-empty object.")
     if adata.n_vars == 0:

@@ -341,6 +341,33 @@ def test_an_empty_or_non_text_key_added_is_refused_before_training(method, no_tr
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_something_other_than_anndata_is_refused_with_how_to_make_one(method, no_training):
+    """A list of references, a path, a DataFrame or a bare matrix: a TypeError (also a ValueError) with a hint,
+    not an AttributeError from deep inside; the estimators refuse them the same way."""
+    ref, q = toy(), toy(seed=1, prefix="q")
+    before = snapshot(q)
+    what = "data" if method == "cicl" else "query"
+    bad_query = [(q.to_df(), r"wrap it: anndata\.AnnData\(df\)"), ("q.h5ad", "read the file first"),
+                 (q.X, "wrap it with its names")]
+    for obj, hint in bad_query:
+        with pytest.raises(TypeError, match=f"The {what} must be an AnnData .*not {type(obj).__name__}; {hint}"):
+            run(method, obj, ref)
+    if takes_reference(method):
+        with pytest.raises(ValueError, match=r"The reference must be an AnnData .*not list; .*anndata\.concat"):
+            run(method, q, [ref, ref])
+    assert_unchanged(q, before)
+    est = COMPUTE[method][2]
+    with pytest.raises(ValueError, match="The reference must be an AnnData" if takes_reference(method)
+                       else "The data must be an AnnData"):
+        if method == "cicl":
+            est(verbose=False).fit("data.h5ad")
+        elif method == "itclust":
+            est(verbose=False).fit("ref.h5ad", query=q)
+        else:
+            est(verbose=False).fit("ref.h5ad")
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_rerun_replaces_only_own_output_and_says_so(method):
     ref, q = toy(), toy(seed=1, prefix="q")
     q.obs["keep_me"] = 1.5
