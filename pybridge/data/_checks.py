@@ -144,9 +144,12 @@ def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.cs
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{where} holds values too large for float32 (max {raw.max():.3g}); pass raw counts.")
     if data.size and data.max() < 30 and np.any(np.abs(data - np.round(data)) > 1e-3):
+        others = [k for k in adata.layers.keys() if k != layer and "count" in str(k).lower()]
+        hint = (f"The {what} has a layer {others[0]!r}: if it holds the raw counts, name it as the layer to use."
+                if others else "Pass the counts layer if you have it.")
         warnings.warn(
             f"{where} looks log-transformed or normalised (non-integer, max {data.max():.3g}); "
-            "pybridge normalises internally and expects raw counts. Pass the counts layer if you have it.",
+            f"pybridge normalises internally and expects raw counts. {hint}",
             UserWarning,
             stacklevel=3,
         )

@@ -100,7 +100,10 @@ def test_values():
         get_counts(b)
     logged = a.copy()
     logged.X = sp.csr_matrix(np.log1p(a.X.toarray()) + 0.01 * (a.X.toarray() > 0))
-    with pytest.warns(UserWarning, match="looks log-transformed"):
+    with pytest.warns(UserWarning, match="looks log-transformed.*Pass the counts layer if you have it"):
+        get_counts(logged)
+    logged.layers["raw_counts"] = a.X.copy()  # the warning names a counts-like layer when there is one
+    with pytest.warns(UserWarning, match="The query has a layer 'raw_counts': if it holds the raw counts"):
         get_counts(logged)
     dense = a.copy()
     dense.X = a.X.toarray()  # dense input is accepted and converted once
