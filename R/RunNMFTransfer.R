@@ -6,7 +6,12 @@
 #' clusters `object` alone. Uses the same machinery as [RunScNym()]. Written:
 #' `<name>.clusters`, `<name>.clusters.score`, `predicted.<name>` (the matched
 #' reference type, with reference labels), the embedding, the soft assignments
-#' and the parameters (selected theta, cluster-to-type map).
+#' and the parameters (selected theta, cluster-to-type map). Objects with more
+#' than 2000 cells are clustered as SC3 does for large data: SC3 on a random
+#' subset of 2000 cells, a linear SVM for the others (`svm_max_cells = 2000`;
+#' SC3's own default is 5000, but SC3 runs here once per theta;
+#' `svm_max_cells = NULL` clusters every cell, with time growing about as the
+#' cube and memory as the square of the number of cells).
 #'
 #' @inheritParams RunScNym
 #' @param reference Optional labelled reference (Seurat, SCE, `.h5ad` or `.rds`).

@@ -80,6 +80,11 @@ def generate(n: int, out: Path, seed: int = 0) -> None:
 
 
 def nmf_memory_gb(n: int) -> float:
+    """Size of one n x n float64 matrix of SC3, which clusters at most ``svm_max_cells`` cells (its hybrid mode)."""
+    from pybridge.models.nmf_transfer import NMFTransferConfig
+
+    m = NMFTransferConfig().svm_max_cells
+    n = n if m is None else min(n, m)
     return 8.0 * n * n / 2**30
 
 

@@ -14,6 +14,7 @@ import functools
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -250,6 +251,30 @@ def test_same_seed_same_labels(fitted):
     runs = [enet_nmf(op, A0, B0, alpha=1.0, l1_ratio=0.5, max_iter=30, tol=0.0,
                      generator=torch.Generator().manual_seed(3))[0] for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+def test_sc3_hybrid_mode_clusters_a_subset_and_assigns_the_rest_with_an_svm():
+    """Above svm_max_cells target cells, SC3 clusters a seeded random subset and a linear SVM assigns the others
+    (SC3's svm_num_cells), so large targets never build n x n matrices. Here 300 of 800 cells."""
+    s, t = pair("complete", 0, n_target=800, n_source=600)
+    k, y = n_types(t), t.obs["cell_type"]
+    model = NMFTransfer(seed=0, nmf_refine=False, thetas=(0.0, 0.5), **FAST).fit(s)
+    full = model.replace(svm_max_cells=None).predict(t, n_clusters=k)
+    hyb = model.replace(svm_max_cells=300).predict(t, n_clusters=k)
+    assert "hybrid" not in full.params["sc3"]
+    assert hyb.params["sc3"]["hybrid"] == {"n_cells_sc3": 300, "n_cells_svm": 500}
+    assert hyb.params["n_cells_clustered"] == 800 and (hyb.clusters != UNASSIGNED).all()
+    sizes = pd.Series(hyb.clusters).value_counts()
+    assert list(sizes.index.astype(int)) == list(range(k))  # ids ordered by size over all cells
+    np.testing.assert_allclose(hyb.probabilities.sum(1), 1.0, atol=1e-9)
+    assert ((hyb.confidence >= 0) & (hyb.confidence <= 1)).all()
+    # measured: ARI 0.992 for both
+    assert ari(y, hyb.clusters) >= ari(y, full.clusters) - 0.05 and ari(y, hyb.clusters) > 0.9
+    again = model.replace(svm_max_cells=300).predict(t, n_clusters=k)
+    np.testing.assert_array_equal(again.clusters, hyb.clusters)
+    np.testing.assert_array_equal(again.confidence, hyb.confidence)
+    with pytest.raises(ValueError, match="svm_max_cells must be at least 50"):
+        NMFTransferConfig(svm_max_cells=10)
 
 
 def _transfer_vs_target(overlap, seeds, n_target):

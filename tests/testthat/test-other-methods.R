@@ -88,3 +88,17 @@ test_that("RunNMFTransfer clusters with a labelled reference and maps clusters t
   expect_identical(nlevels(droplevels(out$nmf_transfer.clusters)), 5L)
   expect_true(all(as.character(out$predicted.nmf_transfer) %in% c(ref_classes, "Unassigned")))
 })
+
+test_that("RunNMFTransfer's SC3 hybrid mode is set from R; svm_max_cells = NULL clusters every cell", {
+  method_available("nmf_transfer")
+  opts <- list(n.clusters = 5, thetas = 0.5, device = "cpu", verbose = FALSE)
+  hyb <- suppressWarnings(do.call(RunNMFTransfer, c(list(sce_query, sce_ref, svm_max_cells = 60), opts)))
+  rec <- S4Vectors::metadata(hyb)$pybridge$nmf_transfer$params
+  expect_identical(rec$sc3$hybrid$n_cells_sc3, 60L)
+  expect_identical(rec$sc3$hybrid$n_cells_svm, ncol(sce_query) - 60L)
+  expect_false(anyNA(hyb$nmf_transfer.clusters))
+  all_cells <- suppressWarnings(do.call(RunNMFTransfer, c(list(sce_query, sce_ref, svm_max_cells = NULL), opts)))
+  expect_null(S4Vectors::metadata(all_cells)$pybridge$nmf_transfer$params$sc3$hybrid)
+  expect_error(suppressWarnings(do.call(RunNMFTransfer, c(list(sce_query, sce_ref, svm_max_cells = 10), opts))),
+               "svm_max_cells must be at least 50")
+})

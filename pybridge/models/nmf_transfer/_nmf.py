@@ -342,8 +342,14 @@ class MixedTarget:
         return float(theta) * self.sB + (1 - float(theta)) * self.sX
 
     def rows(self, idx: np.ndarray, theta: float) -> torch.Tensor:
-        x = self.op.rows(idx)
-        if theta == 0 or self.Bt is None:
-            return x
-        a = self.assign[torch.as_tensor(idx, device=self.assign.device)]
-        return float(theta) * self.Bt.T[a] + (1 - float(theta)) * x
+        return mixed_rows(self.op, self.Bt, self.assign, idx, theta)
+
+
+def mixed_rows(op: DataOperator, Bt: torch.Tensor | None, assign: torch.Tensor | None, idx: np.ndarray,
+               theta: float) -> torch.Tensor:
+    """Dense rows ``idx`` of X_new(theta) (without forming the Gram matrix that :class:`MixedTarget` needs)."""
+    x = op.rows(idx)
+    if theta == 0 or Bt is None:
+        return x
+    a = assign[torch.as_tensor(idx, device=assign.device)]
+    return float(theta) * Bt.T[a] + (1 - float(theta)) * x
