@@ -273,6 +273,10 @@ def test_sc3_hybrid_mode_clusters_a_subset_and_assigns_the_rest_with_an_svm():
     again = model.replace(svm_max_cells=300).predict(t, n_clusters=k)
     np.testing.assert_array_equal(again.clusters, hyb.clusters)
     np.testing.assert_array_equal(again.confidence, hyb.confidence)
+    # the target alone (no transfer: the SVM sees the target's own expression)
+    alone = model.replace(svm_max_cells=300, mode="target").predict(t, n_clusters=k)
+    assert alone.params["sc3"]["hybrid"] == {"n_cells_sc3": 300, "n_cells_svm": 500}
+    assert ari(y, alone.clusters) > 0.9  # measured: 1.000, as clustering all 800
     with pytest.raises(ValueError, match="svm_max_cells must be at least 50"):
         NMFTransferConfig(svm_max_cells=10)
 
