@@ -112,3 +112,34 @@ def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, m
     finally:
         z.close()
     assert z.proc.returncode == 0
+
+
+def test_report_adds_a_gpu_column_when_a_pybridge_method_ran_on_cuda(tmp_path, monkeypatch):
+    """No GPU has been lent to this project yet, so the page's GPU column is checked on a results table with
+    one CUDA row written by hand (the harness labels such rows with the device name); the CPU means must not
+    count it."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.report import write_report
+
+    base = dict(kind="transfer", n_ref=400, n_query=100, n_genes=2000, true_k=5, status="ok", wall_s=9.0,
+                peak_rss_mb=500.0, rej_seen=0.0, ece=0.05, ari=0.8, nmi=0.8, k_found=5, error="", notes="{}")
+    rows = [dict(base, task="panc8:celseq2", tool="pybridge_scnym", device="CPU", acc=0.95, macro_f1=0.94,
+                 acc_kept=0.95, seconds=8.0),
+            dict(base, task="panc8:celseq2", tool="pybridge_scnym", device="NVIDIA Test GPU", acc=0.50,
+                 macro_f1=0.50, acc_kept=0.50, seconds=1.5),
+            dict(base, task="panc8:celseq2", tool="logreg", device="CPU", acc=0.98, macro_f1=0.97, acc_kept=0.98,
+                 seconds=0.1)]
+    out = tmp_path / "bench"
+    out.mkdir()
+    md = out / "RESULTS.md"
+    write_report(pd.DataFrame(rows), out, md, {"started": "today", "threads": 2})
+    page = md.read_text()
+    assert "- GPU: NVIDIA Test GPU" in page and "no CUDA GPU" not in page
+    per_task = page[page.index("### panc8:celseq2"):]
+    header = next(line for line in per_task.splitlines() if line.startswith("| tool |"))
+    assert "| GPU s |" in header
+    scnym = next(line for line in per_task.splitlines() if line.startswith("| pybridge scNym |"))
+    cells = [c.strip() for c in scnym.strip("|").split("|")]
+    assert cells[header.strip("|").split("|").index(" GPU s ")] == "1.5"
+    headline = page[page.index("## Headline: annotation"):page.index("## Per-task results")]
+    assert "| pybridge scNym | 1 | 0.950 |" in headline  # the CUDA row's 0.50 is not averaged in
