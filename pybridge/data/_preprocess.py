@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 
@@ -53,3 +54,34 @@ def hvg_by_dispersion(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
     var = np.maximum(sq - mean**2, 0)
     disp = np.where(mean > 0, var / np.maximum(mean, 1e-12), -np.inf)
     return np.sort(np.argsort(-disp, kind="stable")[:n_top])
+
+
+def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes with the highest binned, normalised dispersion.
+
+    As Scanpy's ``filter_genes_dispersion(flavor='seurat')`` on non-logged
+    normalised data: dispersion = log(var / mean), genes binned into ``n_bins``
+    equal-width bins of log1p(mean), dispersions z-scored within their bin (a
+    bin holding one gene gives it 1). Ties at the cut-off are broken by gene order.
+    """
+    n = X.shape[0]
+    n_top = int(min(n_top, X.shape[1]))
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
+    mean = np.where(mean == 0, 1e-12, mean)
+    disp = var / mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = np.log(np.where(disp == 0, np.nan, disp))
+    df = pd.DataFrame({"mean": np.log1p(mean), "disp": disp})
+    df["bin"] = pd.cut(df["mean"], bins=n_bins)
+    grouped = df.groupby("bin", observed=False)["disp"]
+    bin_mean, bin_std = grouped.mean(), grouped.std(ddof=1)
+    single = bin_std.isnull()
+    bin_std[single] = bin_mean[single]
+    bin_mean[single] = 0.0
+    b = df["bin"].to_numpy()
+    norm = (df["disp"].to_numpy() - bin_mean.loc[b].to_numpy()) / bin_std.loc[b].to_numpy()
+    norm = np.where(np.isfinite(norm), norm, -np.inf)
+    order = np.argsort(-norm, kind="stable")
+    return np.sort(order[:n_top])

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ...data import densify, iter_dense, normalize_total
+from ...data import densify, iter_dense, normalize_total, seurat_dispersion_hvg
 
 #: Gene name prefixes removed in step 2 (compared upper-case, so mouse ``mt-`` genes go too).
 SPECIAL_PREFIXES = ("ERCC", "MT-")
@@ -75,37 +75,6 @@ def merge_case(X: sp.csr_matrix, genes, upper: bool) -> tuple[sp.csr_matrix, pd.
     out = (X @ sel).tocsr()
     out.sort_indices()
     return out, pd.Index(uniques)
-
-
-def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """Indices (sorted) of the ``n_top`` genes with the highest binned, normalised dispersion.
-
-    As Scanpy's ``filter_genes_dispersion(flavor='seurat')`` on non-logged
-    normalised data: dispersion = log(var / mean), genes binned into ``n_bins``
-    equal-width bins of log1p(mean), dispersions z-scored within their bin (a
-    bin holding one gene gives it 1). Ties at the cut-off are broken by gene order.
-    """
-    n = X.shape[0]
-    n_top = int(min(n_top, X.shape[1]))
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
-    mean = np.where(mean == 0, 1e-12, mean)
-    disp = var / mean
-    with np.errstate(divide="ignore", invalid="ignore"):
-        disp = np.log(np.where(disp == 0, np.nan, disp))
-    df = pd.DataFrame({"mean": np.log1p(mean), "disp": disp})
-    df["bin"] = pd.cut(df["mean"], bins=n_bins)
-    grouped = df.groupby("bin", observed=False)["disp"]
-    bin_mean, bin_std = grouped.mean(), grouped.std(ddof=1)
-    single = bin_std.isnull()
-    bin_std[single] = bin_mean[single]
-    bin_mean[single] = 0.0
-    b = df["bin"].to_numpy()
-    norm = (df["disp"].to_numpy() - bin_mean.loc[b].to_numpy()) / bin_std.loc[b].to_numpy()
-    norm = np.where(np.isfinite(norm), norm, -np.inf)
-    order = np.argsort(-norm, kind="stable")
-    return np.sort(order[:n_top])
 
 
 @dataclass
