@@ -57,7 +57,9 @@
 #' @param verbose Show messages and a progress bar.
 #' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
 #'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE`,
-#'   `domain_key = "batch"` (a metadata column present in both objects).
+#'   `n_top_genes = 2000` (train on the reference's 2000 most variable genes
+#'   rather than every shared gene), `domain_key = "batch"` (a metadata column
+#'   present in both objects).
 #' @return `object` with the results added.
 #' @seealso [TrainScNym()], [use_pybridge()]
 #' @rdname RunScNym

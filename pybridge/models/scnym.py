@@ -44,6 +44,17 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 * Validation split: stratified by class (the reference code splits at random).
 * Genes: trained on the genes shared by reference and query; a later query is
   aligned to the model's genes, missing ones set to 0 in log-CPM space.
+  Option, off by default (the paper and its code use every shared gene):
+  ``n_top_genes=N`` keeps the N shared genes with the highest normalised
+  dispersion in the reference (Seurat / Scanpy ``flavor="seurat"``:
+  log(variance / mean) of CPM, z-scored within 20 bins of mean expression);
+  log-CPM is still computed on all of a dataset's genes. With 2000 genes
+  and ``reject=True``, seeds 0-2, the nine dev tasks gave mean accuracy 0.957
+  (all genes: 0.950) in half the time; the gain is baron mouse1 -> 2 (0.954
+  vs 0.846), the cost Zheng (0.942 vs 0.975), whose unseen B cells were
+  rejected less (13 % vs 30 %; AUROC 0.27-0.70 vs 0.68-0.94): genes that mark
+  only a type the reference lacks are not variable in the reference. So it
+  suits queries expected to hold the reference's types only.
 * Discovery mode (``discovery=True``): the paper's "new cell type discovery"
   configuration: only pseudolabels with confidence >= 0.9 take part in MixMatch
   and in the adversary. Use it with ``reject=True`` when the query may hold
@@ -93,7 +104,8 @@ import torch.nn.functional as F
 
 from .._io import join_states, split_state
 from .._settings import logger
-from ..data import InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm, shared_genes
+from ..data import (InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm,
+                    seurat_dispersion_hvg, shared_genes)
 from ..rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ..train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from ._base import BaseAnnotator
@@ -135,6 +147,7 @@ class ScNymConfig:
     reject_neighbors: int = 5  # k of the "distance" score
     reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
     reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
+    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most dispersed in the reference
 
     @property
     def joint_pass(self) -> bool:
@@ -155,6 +168,8 @@ class ScNymConfig:
             raise ValueError(f"reject_score must be 'confidence' or 'distance', not {self.reject_score!r}.")
         if self.reject_neighbors < 1 or self.reject_max_reference < 2 or self.reject_nmads <= 0:
             raise ValueError("reject_neighbors must be >= 1, reject_max_reference >= 2 and reject_nmads > 0.")
+        if self.n_top_genes is not None and self.n_top_genes < 10:
+            raise ValueError("n_top_genes must be at least 10, or None to use every shared gene.")
 
 
 # ---------------------------------------------------------------------------- modules
@@ -305,6 +320,13 @@ class ScNym(BaseAnnotator):
             Xr = self._transform(Xr, genes_r, genes)
             dom_r, dom_q, domains = _domains(reference, query, domain_key)
         Xr, labels, dom_r = Xr[labelled], labels[labelled], dom_r[labelled]
+        if cfg.n_top_genes is not None and cfg.n_top_genes < len(genes):
+            with timer("preprocess_s"):
+                cpm = Xr.copy()
+                cpm.data = np.expm1(cpm.data)
+                keep = seurat_dispersion_hvg(cpm, cfg.n_top_genes)
+                genes, Xr = pd.Index(genes)[keep], Xr[:, keep].tocsr()
+                Xq = None if Xq is None else Xq[:, keep].tocsr()
         classes = sorted(pd.unique(labels).tolist())
         y = pd.Categorical(labels, categories=classes).codes.astype(np.int64)
         self.genes_, self.classes_, self.domains_ = pd.Index(genes), classes, domains
