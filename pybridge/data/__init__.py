@@ -3,7 +3,8 @@ from ._checks import (InputTypeError, check_anndata, check_counts, check_finite_
                       get_labels)
 from ._genes import align_columns, gene_overlap, shared_genes
 from ._loader import InfiniteSampler, densify, epoch_batches, iter_dense
-from ._preprocess import hvg_by_dispersion, library_size, log_cpm, normalize_total, seurat_dispersion_hvg
+from ._preprocess import (hvg_by_dispersion, library_size, log_cpm, normalize_total, normalized_dispersion,
+                          seurat_dispersion_hvg)
 
 __all__ = [
     "InfiniteSampler",
@@ -23,6 +24,7 @@ __all__ = [
     "library_size",
     "log_cpm",
     "normalize_total",
+    "normalized_dispersion",
     "seurat_dispersion_hvg",
     "shared_genes",
 ]

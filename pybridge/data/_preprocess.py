@@ -56,32 +56,40 @@ def hvg_by_dispersion(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
     return np.sort(np.argsort(-disp, kind="stable")[:n_top])
 
 
-def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """Indices (sorted) of the ``n_top`` genes with the highest binned, normalised dispersion.
+def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20) -> np.ndarray:
+    """Seurat-style normalised dispersion of each gene of non-logged normalised data ``X``.
 
-    As Scanpy's ``filter_genes_dispersion(flavor='seurat')`` on non-logged
-    normalised data: dispersion = log(var / mean), genes binned into ``n_bins``
-    equal-width bins of log1p(mean), dispersions z-scored within their bin (a
-    bin holding one gene gives it 1). Ties at the cut-off are broken by gene order.
+    As Scanpy's ``highly_variable_genes(flavor='seurat')``: dispersion =
+    log(var / mean), genes binned into ``n_bins`` equal-width bins of
+    log1p(mean), dispersions z-scored within their bin (a bin holding one gene
+    gives it 1). Genes without counts, or without variance, get NaN.
     """
     n = X.shape[0]
-    n_top = int(min(n_top, X.shape[1]))
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
     sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
     var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
-    mean = np.where(mean == 0, 1e-12, mean)
-    disp = var / mean
     with np.errstate(divide="ignore", invalid="ignore"):
-        disp = np.log(np.where(disp == 0, np.nan, disp))
-    df = pd.DataFrame({"mean": np.log1p(mean), "disp": disp})
-    df["bin"] = pd.cut(df["mean"], bins=n_bins)
-    grouped = df.groupby("bin", observed=False)["disp"]
-    bin_mean, bin_std = grouped.mean(), grouped.std(ddof=1)
-    single = bin_std.isnull()
-    bin_std[single] = bin_mean[single]
-    bin_mean[single] = 0.0
-    b = df["bin"].to_numpy()
-    norm = (df["disp"].to_numpy() - bin_mean.loc[b].to_numpy()) / bin_std.loc[b].to_numpy()
+        disp = np.where(mean > 0, var / np.where(mean > 0, mean, 1.0), np.nan)
+        disp = np.log(np.where(disp > 0, disp, np.nan))
+    frame = pd.DataFrame({"disp": disp, "bin": pd.cut(np.log1p(mean), bins=n_bins)})
+    grouped = frame.groupby("bin", observed=False)["disp"]
+    bin_mean = grouped.transform("mean").to_numpy()
+    bin_std = grouped.transform("std").to_numpy()
+    single = grouped.transform("count").to_numpy() == 1
+    bin_std = np.where(single, disp, bin_std)
+    bin_mean = np.where(single, 0.0, bin_mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (disp - bin_mean) / bin_std
+
+
+def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes with the highest :func:`normalized_dispersion`.
+
+    ``X`` holds non-logged normalised data. Genes with a NaN score come last; ties at
+    the cut-off are broken by gene order.
+    """
+    n_top = int(min(n_top, X.shape[1]))
+    norm = normalized_dispersion(X, n_bins)
     norm = np.where(np.isfinite(norm), norm, -np.inf)
     order = np.argsort(-norm, kind="stable")
     return np.sort(order[:n_top])

@@ -115,6 +115,7 @@ from .. import _io
 from .._io import join_states, split_state
 from .._settings import logger, resolve_device, resolve_verbose
 from ..data import align_columns, densify, epoch_batches, gene_overlap, get_counts, iter_dense, normalize_total
+from ..data import normalized_dispersion as _dispersion
 from ..result import ClusteringResult
 from ..train import History, Timer, make_rng, progress, seed_everything
 from ._base import _version, make_config
@@ -524,30 +525,11 @@ def _relabel_by_size(labels: np.ndarray, k: int) -> np.ndarray:
 
 # ============================================================================ preprocessing
 def normalized_dispersion(X_log: sp.csr_matrix, n_bins: int = 20) -> np.ndarray:
-    """Seurat-style normalized dispersion of each gene (NaN for genes without counts).
-
-    Mean and variance/mean of ``expm1`` of the log data; log dispersion z-scored
-    within ``n_bins`` equal-width bins of ``log1p(mean)``. A gene alone in its bin gets 1.
-    """
-    n = X_log.shape[0]
+    """Seurat-style normalised dispersion of each gene of log1p data (NaN for genes without counts);
+    :func:`pybridge.data.normalized_dispersion` on ``expm1`` of ``X_log``."""
     Xe = X_log.copy()
     Xe.data = np.expm1(Xe.data)
-    mean = np.asarray(Xe.mean(axis=0), dtype=np.float64).ravel()
-    msq = np.asarray(Xe.multiply(Xe).mean(axis=0), dtype=np.float64).ravel()
-    var = np.maximum(msq - mean**2, 0) * (n / max(n - 1, 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        disp = np.where(mean > 0, var / np.where(mean > 0, mean, 1), np.nan)
-        disp = np.log(np.where(disp > 0, disp, np.nan))
-    bins = pd.cut(np.log1p(mean), bins=n_bins)
-    frame = pd.DataFrame({"disp": disp, "bin": bins})
-    grouped = frame.groupby("bin", observed=False)["disp"]
-    bmean = grouped.transform("mean").to_numpy()
-    bstd = grouped.transform("std").to_numpy()
-    single = grouped.transform("count").to_numpy() == 1
-    bstd = np.where(single, disp, bstd)
-    bmean = np.where(single, 0.0, bmean)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (disp - bmean) / bstd
+    return _dispersion(Xe, n_bins)
 
 
 @dataclass
