@@ -56,14 +56,20 @@ def hvg_by_dispersion(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
     return np.sort(np.argsort(-disp, kind="stable")[:n_top])
 
 
-def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20) -> np.ndarray:
-    """Seurat-style normalised dispersion of each gene of non-logged normalised data ``X``.
+def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20, *, logged: bool = False) -> np.ndarray:
+    """Seurat-style normalised dispersion of each gene of normalised data ``X``.
+
+    ``X`` is non-logged, or ``log1p`` of it with ``logged=True`` (then computed on
+    ``expm1`` of a copy, as Scanpy does).
 
     As Scanpy's ``highly_variable_genes(flavor='seurat')``: dispersion =
     log(var / mean), genes binned into ``n_bins`` equal-width bins of
     log1p(mean), dispersions z-scored within their bin (a bin holding one gene
     gives it 1). Genes without counts, or without variance, get NaN.
     """
+    if logged:
+        X = X.copy()
+        X.data = np.expm1(X.data)
     n = X.shape[0]
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
     sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
@@ -82,14 +88,14 @@ def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20) -> np.ndarray:
         return (disp - bin_mean) / bin_std
 
 
-def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
+def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, logged: bool = False) -> np.ndarray:
     """Indices (sorted) of the ``n_top`` genes with the highest :func:`normalized_dispersion`.
 
-    ``X`` holds non-logged normalised data. Genes with a NaN score come last; ties at
+    ``X`` holds normalised data (``log1p`` of it with ``logged=True``). Genes with a NaN score come last; ties at
     the cut-off are broken by gene order.
     """
     n_top = int(min(n_top, X.shape[1]))
-    norm = normalized_dispersion(X, n_bins)
+    norm = normalized_dispersion(X, n_bins, logged=logged)
     norm = np.where(np.isfinite(norm), norm, -np.inf)
     order = np.argsort(-norm, kind="stable")
     return np.sort(order[:n_top])

@@ -115,7 +115,7 @@ from .. import _io
 from .._io import join_states, split_state
 from .._settings import logger, resolve_device, resolve_verbose
 from ..data import align_columns, densify, epoch_batches, gene_overlap, get_counts, iter_dense, normalize_total
-from ..data import normalized_dispersion as _dispersion
+from ..data import normalized_dispersion
 from ..result import ClusteringResult
 from ..train import History, Timer, make_rng, progress, seed_everything
 from ._base import _version, make_config
@@ -524,14 +524,6 @@ def _relabel_by_size(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 # ============================================================================ preprocessing
-def normalized_dispersion(X_log: sp.csr_matrix, n_bins: int = 20) -> np.ndarray:
-    """Seurat-style normalised dispersion of each gene of log1p data (NaN for genes without counts);
-    :func:`pybridge.data.normalized_dispersion` on ``expm1`` of ``X_log``."""
-    Xe = X_log.copy()
-    Xe.data = np.expm1(Xe.data)
-    return _dispersion(Xe, n_bins)
-
-
 @dataclass
 class _Prep:
     genes: pd.Index  # selected genes, model order
@@ -546,7 +538,7 @@ def _fit_preprocessing(X: sp.csr_matrix, genes: pd.Index, n_top: int) -> tuple[_
         raise ValueError("No cell has any counts; CICL needs a non-empty count matrix.")
     target = float(np.median(lib[lib > 0]))
     X_log = normalize_total(X, target, log=True)
-    nd = normalized_dispersion(X_log)
+    nd = normalized_dispersion(X_log, logged=True)
     valid = np.isfinite(nd)
     if valid.sum() < 10:
         raise ValueError(

@@ -322,9 +322,7 @@ class ScNym(BaseAnnotator):
         Xr, labels, dom_r = Xr[labelled], labels[labelled], dom_r[labelled]
         if cfg.n_top_genes is not None and cfg.n_top_genes < len(genes):
             with timer("preprocess_s"):
-                cpm = Xr.copy()
-                cpm.data = np.expm1(cpm.data)
-                keep = seurat_dispersion_hvg(cpm, cfg.n_top_genes)
+                keep = seurat_dispersion_hvg(Xr, cfg.n_top_genes, logged=True)
                 genes, Xr = pd.Index(genes)[keep], Xr[:, keep].tocsr()
                 Xq = None if Xq is None else Xq[:, keep].tocsr()
         classes = sorted(pd.unique(labels).tolist())
