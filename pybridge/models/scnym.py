@@ -45,16 +45,20 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 * Genes: trained on the genes shared by reference and query; a later query is
   aligned to the model's genes, missing ones set to 0 in log-CPM space.
   Option, off by default (the paper and its code use every shared gene):
-  ``n_top_genes=N`` keeps the N shared genes with the highest normalised
-  dispersion in the reference (Seurat / Scanpy ``flavor="seurat"``:
-  log(variance / mean) of CPM, z-scored within 20 bins of mean expression);
-  log-CPM is still computed on all of a dataset's genes. With 2000 genes
-  and ``reject=True``, seeds 0-2, the nine dev tasks gave mean accuracy 0.957
-  (all genes: 0.950) in half the time; the gain is baron mouse1 -> 2 (0.954
-  vs 0.846), the cost Zheng (0.942 vs 0.975), whose unseen B cells were
-  rejected less (13 % vs 30 %; AUROC 0.27-0.70 vs 0.68-0.94): genes that mark
-  only a type the reference lacks are not variable in the reference. So it
-  suits queries expected to hold the reference's types only.
+  ``n_top_genes=N`` keeps the shared genes that are among the N with the
+  highest normalised dispersion (Seurat / Scanpy ``flavor="seurat"``:
+  log(variance / mean) of CPM, z-scored within 20 bins of mean expression)
+  in the reference or in the query given to ``fit`` (their union, about 1.5 N
+  genes on the dev tasks; the query side uses no labels, like Seurat's
+  ``SelectIntegrationFeatures``); ``top_genes_from="reference"`` takes the
+  reference's N only. log-CPM is still computed on all of a dataset's genes.
+  Measured with 2000 and ``reject=True``, seeds 0-2 (``benchmarks/
+  results_scnym.md``): baron mouse1 -> 2 0.96 (all genes 0.85, seed-dependent
+  0.80-0.93; reference genes only 0.954), Zheng 0.955 (all genes 0.975,
+  reference only 0.942), in a third to half the time. Zheng's unseen B cells
+  are rejected less than with all genes: genes that mark only a type the
+  reference lacks count little in this choice. So it suits queries expected
+  to hold the reference's types only.
 * Discovery mode (``discovery=True``): the paper's "new cell type discovery"
   configuration: only pseudolabels with confidence >= 0.9 take part in MixMatch
   and in the adversary. Use it with ``reject=True`` when the query may hold
@@ -105,7 +109,7 @@ import torch.nn.functional as F
 from .._io import join_states, split_state
 from .._settings import logger
 from ..data import (InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm,
-                    seurat_dispersion_hvg, shared_genes)
+                    normalized_dispersion, seurat_dispersion_hvg, shared_genes)
 from ..rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ..train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from ._base import BaseAnnotator
@@ -147,7 +151,8 @@ class ScNymConfig:
     reject_neighbors: int = 5  # k of the "distance" score
     reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
     reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
-    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most dispersed in the reference
+    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most dispersed (see top_genes_from)
+    top_genes_from: str = "both"  # n_top_genes from "both" the reference and the fit's query (union), or "reference"
 
     @property
     def joint_pass(self) -> bool:
@@ -170,6 +175,8 @@ class ScNymConfig:
             raise ValueError("reject_neighbors must be >= 1, reject_max_reference >= 2 and reject_nmads > 0.")
         if self.n_top_genes is not None and self.n_top_genes < 10:
             raise ValueError("n_top_genes must be at least 10, or None to use every shared gene.")
+        if self.top_genes_from not in ("both", "reference"):
+            raise ValueError(f"top_genes_from must be 'both' or 'reference', not {self.top_genes_from!r}.")
 
 
 # ---------------------------------------------------------------------------- modules
@@ -322,7 +329,7 @@ class ScNym(BaseAnnotator):
         Xr, labels, dom_r = Xr[labelled], labels[labelled], dom_r[labelled]
         if cfg.n_top_genes is not None and cfg.n_top_genes < len(genes):
             with timer("preprocess_s"):
-                keep = seurat_dispersion_hvg(Xr, cfg.n_top_genes, logged=True)
+                keep = _top_genes(Xr, Xq if cfg.top_genes_from == "both" else None, cfg.n_top_genes)
                 genes, Xr = pd.Index(genes)[keep], Xr[:, keep].tocsr()
                 Xq = None if Xq is None else Xq[:, keep].tocsr()
         classes = sorted(pd.unique(labels).tolist())
@@ -594,6 +601,21 @@ class ScNym(BaseAnnotator):
             self.bank_ = bank["embedding"].float().numpy()
             self.bank_codes_ = bank["codes"].long().numpy()
             self.distance_thresholds_ = np.array([np.inf if t is None else t for t in thr], dtype=float)
+
+
+def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int) -> np.ndarray:
+    """Sorted column indices: the reference's ``n`` most dispersed genes, and with ``Xq`` also the query's.
+
+    Both matrices hold log-CPM of the shared genes. The query side is label-free, like Seurat's
+    ``SelectIntegrationFeatures`` (which ranks each dataset's variable genes); only query genes with a
+    finite dispersion count, so a query too small to have a variance adds nothing.
+    """
+    keep = seurat_dispersion_hvg(Xr, n, logged=True)
+    if Xq is None:
+        return keep
+    score = normalized_dispersion(Xq, logged=True)
+    finite = np.flatnonzero(np.isfinite(score))
+    return np.union1d(keep, finite[np.argsort(-score[finite], kind="stable")[:n]])
 
 
 def _domains(reference, query, domain_key):
