@@ -59,6 +59,10 @@ def _pybridge(threads: int):
     return pybridge, COMPUTE
 
 
+# benchmark tool -> pybridge method (a variant differs only in the options harness.TOOLS gives it)
+PYBRIDGE_ANNOTATORS = {"pybridge_scnym": "scnym", "pybridge_scnym_top2000": "scnym", "pybridge_jind": "jind"}
+
+
 def run_pybridge_annotation(method, ref, query, opts, seed, device, threads):
     _, COMPUTE = _pybridge(threads)
     fn = COMPUTE[method][1]
@@ -121,8 +125,8 @@ def run(tool: str, task_dir: Path, opts: dict, seed: int, device: str, threads: 
     query_only = tool in ("pybridge_cicl", "pca_leiden", "pca_kmeans")  # cluster the query alone
     ref = read_side(task_dir, "ref") if task["kind"] == "transfer" and not query_only else None
     before = rss_mb()
-    if tool in ("pybridge_scnym", "pybridge_jind"):
-        out, secs, notes = run_pybridge_annotation(tool.split("_", 1)[1], ref, query, opts, seed, device, threads)
+    if tool in PYBRIDGE_ANNOTATORS:
+        out, secs, notes = run_pybridge_annotation(PYBRIDGE_ANNOTATORS[tool], ref, query, opts, seed, device, threads)
     elif tool == "pybridge_itclust":
         out, secs, notes = run_pybridge_itclust(ref, query, opts, seed, device, threads)
     elif tool == "pybridge_nmf_transfer":

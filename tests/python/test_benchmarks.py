@@ -80,6 +80,17 @@ def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
     assert PY_PEERS["scanvi_default"] is PY_PEERS["scanvi"]
 
 
+def test_every_pybridge_annotator_tool_maps_to_a_method(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.harness import TOOLS as ALL
+    from benchmarks.worker import PYBRIDGE_ANNOTATORS
+
+    ours = {n for n, t in ALL.items() if t.group == "pybridge" and t.annotation and n != "pybridge_itclust"}
+    assert ours == set(PYBRIDGE_ANNOTATORS)
+    assert PYBRIDGE_ANNOTATORS["pybridge_scnym_top2000"] == "scnym"
+    assert ALL["pybridge_scnym_top2000"].full == {"reject": True, "n_top_genes": 2000}
+
+
 def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, monkeypatch):
     """The harness forks calls from a zygote: exit codes, logs, a killed call and the next call all come back."""
     monkeypatch.syspath_prepend(str(ROOT))
