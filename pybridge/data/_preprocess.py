@@ -88,14 +88,16 @@ def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20, *, logged: bool = 
         return (disp - bin_mean) / bin_std
 
 
-def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, logged: bool = False) -> np.ndarray:
+def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, logged: bool = False,
+                          finite_only: bool = False) -> np.ndarray:
     """Indices (sorted) of the ``n_top`` genes with the highest :func:`normalized_dispersion`.
 
-    ``X`` holds normalised data (``log1p`` of it with ``logged=True``). Genes with a NaN score come last; ties at
-    the cut-off are broken by gene order.
+    ``X`` holds normalised data (``log1p`` of it with ``logged=True``). Genes with a NaN score come last (with
+    ``finite_only=True`` they are left out, so fewer than ``n_top`` may come back); ties at the cut-off are broken
+    by gene order.
     """
-    n_top = int(min(n_top, X.shape[1]))
     norm = normalized_dispersion(X, n_bins, logged=logged)
-    norm = np.where(np.isfinite(norm), norm, -np.inf)
-    order = np.argsort(-norm, kind="stable")
+    finite = np.isfinite(norm)
+    n_top = int(min(n_top, finite.sum() if finite_only else X.shape[1]))
+    order = np.argsort(-np.where(finite, norm, -np.inf), kind="stable")
     return np.sort(order[:n_top])

@@ -114,8 +114,8 @@ import torch.nn.functional as F
 from .. import _io
 from .._io import join_states, split_state
 from .._settings import logger, resolve_device, resolve_verbose
-from ..data import align_columns, densify, epoch_batches, gene_overlap, get_counts, iter_dense, normalize_total
-from ..data import normalized_dispersion
+from ..data import (align_columns, densify, epoch_batches, gene_overlap, get_counts, iter_dense, normalize_total,
+                    normalized_dispersion)
 from ..result import ClusteringResult
 from ..train import History, Timer, make_rng, progress, seed_everything
 from ._base import _version, make_config

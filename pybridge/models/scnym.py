@@ -109,7 +109,7 @@ import torch.nn.functional as F
 from .._io import join_states, split_state
 from .._settings import logger
 from ..data import (InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm,
-                    normalized_dispersion, seurat_dispersion_hvg, shared_genes)
+                    seurat_dispersion_hvg, shared_genes)
 from ..rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ..train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from ._base import BaseAnnotator
@@ -613,9 +613,7 @@ def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int) -> np.ndarra
     keep = seurat_dispersion_hvg(Xr, n, logged=True)
     if Xq is None:
         return keep
-    score = normalized_dispersion(Xq, logged=True)
-    finite = np.flatnonzero(np.isfinite(score))
-    return np.union1d(keep, finite[np.argsort(-score[finite], kind="stable")[:n]])
+    return np.union1d(keep, seurat_dispersion_hvg(Xq, n, logged=True, finite_only=True))
 
 
 def _domains(reference, query, domain_key):
