@@ -65,8 +65,12 @@ def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20, *, logged: bool = 
     As Scanpy's ``highly_variable_genes(flavor='seurat')``: dispersion =
     log(var / mean), genes binned into ``n_bins`` equal-width bins of
     log1p(mean), dispersions z-scored within their bin (a bin holding one gene
-    gives it 1). Genes without counts, or without variance, get NaN.
+    gives it 1). Genes without counts, or without variance, get NaN; so does every
+    gene when ``X`` has fewer than two cells (a variance needs two; the
+    one-cell formula would leave rounding residue instead of 0).
     """
+    if X.shape[0] < 2:
+        return np.full(X.shape[1], np.nan)
     if logged:
         X = X.copy()
         X.data = np.expm1(X.data)

@@ -315,6 +315,19 @@ def test_n_top_genes_keeps_the_most_variable_reference_and_query_genes(panc8_pai
         pybridge.ScNym(top_genes_from="query")
 
 
+def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
+    from pybridge.data import log_cpm, normalized_dispersion, seurat_dispersion_hvg
+    from pybridge.models.scnym import _top_genes
+
+    ref, q = panc8_pair
+    Xr, Xq = log_cpm(ref.X).tocsr(), log_cpm(q.X).tocsr()  # same genes in both files
+    assert np.isnan(normalized_dispersion(Xq[:1], logged=True)).all()
+    only_ref = seurat_dispersion_hvg(Xr, 300, logged=True)
+    np.testing.assert_array_equal(_top_genes(Xr, Xq[:1], 300), only_ref)
+    assert len(seurat_dispersion_hvg(Xq[:1], 300, logged=True, finite_only=True)) == 0
+    assert len(_top_genes(Xr, Xq[:20], 300)) > 300  # a query with a variance does add its genes
+
+
 @pytest.mark.slow
 def test_discovery_mode_gives_unseen_type_lower_confidence():
     # casi_zheng: B cells are in the query only. Measured (seed 0, separate forward passes, discovery mode's
