@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 import time
 from collections import defaultdict
 
@@ -99,9 +100,34 @@ class History(defaultdict):
         return {k: list(v) for k, v in self.items()}
 
 
+#: seconds between bar redraws when stderr is not a terminal (a log file, CI, R's console through reticulate)
+QUIET_REDRAW_S = 5.0
+
+
 def progress(total: int, verbose: bool, desc: str):
-    """A tqdm bar (to stderr), silent when ``verbose`` is False."""
-    return tqdm(total=total, desc=desc, disable=not verbose, leave=False, dynamic_ncols=True)
+    """A tqdm bar (to stderr), silent when ``verbose`` is False.
+
+    On a terminal the bar redraws as often as tqdm likes (every 0.1 s). Elsewhere each redraw is a new
+    line or a carriage return piled onto one line of a log, so it redraws at most every
+    ``QUIET_REDRAW_S`` seconds (plus the final state). Loss values set with ``set_postfix`` show at the
+    next redraw.
+    """
+    return _Bar(total=total, desc=desc, disable=not verbose, leave=False, dynamic_ncols=True,
+                mininterval=0.1 if _stderr_is_terminal() else QUIET_REDRAW_S)
+
+
+class _Bar(tqdm):
+    """tqdm whose ``set_postfix`` waits for the next timed redraw instead of forcing one."""
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 class Timer:
