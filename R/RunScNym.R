@@ -58,8 +58,10 @@
 #' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
 #'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE`,
 #'   `n_top_genes = 2000` (train on the genes among the 2000 most variable of
-#'   the reference or of the query rather than on every shared gene; steadier
-#'   when the two differ much in composition), `domain_key = "batch"` (a metadata column
+#'   the reference or of the query, by normalised dispersion, rather than on
+#'   every shared gene; steadier when the two differ much in composition;
+#'   `top.genes.flavor = "seurat_v3"` ranks as `FindVariableFeatures()`'s
+#'   "vst" does), `domain_key = "batch"` (a metadata column
 #'   present in both objects),
 #'   `discovery = TRUE, reject = TRUE, reject.score = "distance"` (when the
 #'   query may hold cell types the reference lacks: cells far from every

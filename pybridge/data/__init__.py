@@ -3,8 +3,8 @@ from ._checks import (InputTypeError, check_anndata, check_counts, check_finite_
                       get_labels)
 from ._genes import align_columns, gene_overlap, shared_genes
 from ._loader import InfiniteSampler, densify, epoch_batches, iter_dense
-from ._preprocess import (hvg_by_dispersion, library_size, log_cpm, normalize_total, normalized_dispersion,
-                          seurat_dispersion_hvg)
+from ._preprocess import (hvg_by_dispersion, library_size, loess_fit, log_cpm, normalize_total,
+                          normalized_dispersion, seurat_dispersion_hvg, seurat_vst_hvg, standardized_variance)
 
 __all__ = [
     "InfiniteSampler",
@@ -22,9 +22,12 @@ __all__ = [
     "hvg_by_dispersion",
     "iter_dense",
     "library_size",
+    "loess_fit",
     "log_cpm",
     "normalize_total",
     "normalized_dispersion",
     "seurat_dispersion_hvg",
+    "seurat_vst_hvg",
     "shared_genes",
+    "standardized_variance",
 ]

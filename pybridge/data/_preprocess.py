@@ -105,3 +105,104 @@ def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, log
     n_top = int(min(n_top, finite.sum() if finite_only else X.shape[1]))
     order = np.argsort(-np.where(finite, norm, -np.inf), kind="stable")
     return np.sort(order[:n_top])
+
+
+def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: int = 1000,
+              chunk: int = 256) -> np.ndarray:
+    """Fitted values of a local quadratic regression of ``y`` on ``x``: R's ``loess(y ~ x, span = span)``.
+
+    A local fit at a point uses its ``floor(span * n)`` nearest neighbours in ``x``, tricube-weighted by the
+    distance to the farthest of them (degree 2, no robustness iterations: R's defaults). With at most
+    ``max_direct`` distinct ``x`` values every point gets its own fit (R's ``surface = "direct"``); beyond that the
+    local fits (value and slope) are made at ``max_direct`` points spread over the sorted ``x`` and joined by cubic
+    Hermite interpolation, as R's default surface does between its k-d tree vertices. That keeps the cost linear
+    in the number of points.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = len(x)
+    if n < 4:
+        return np.full(n, y.mean() if n else np.nan)
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    q = int(min(n, max(4, np.floor(span * n))))
+    ux = np.unique(xs)
+    at = ux if len(ux) <= max_direct else np.unique(np.quantile(xs, np.linspace(0, 1, max_direct)))
+    at[0], at[-1] = xs[0], xs[-1]
+    # the q nearest neighbours of a point are a run of the sorted x; slide the run while that brings it closer
+    start = np.empty(len(at), dtype=np.int64)
+    lo = 0
+    for i, xi in enumerate(at):
+        while lo + q < n and xs[lo + q] - xi < xi - xs[lo]:
+            lo += 1
+        start[i] = lo
+    value, slope = np.empty(len(at)), np.empty(len(at))
+    run = np.arange(q)
+    for a in range(0, len(at), chunk):
+        idx = np.arange(a, min(a + chunk, len(at)))
+        win = start[idx, None] + run[None, :]
+        d = xs[win] - at[idx, None]
+        h = np.abs(d).max(axis=1, keepdims=True)
+        w = (1 - np.minimum(np.abs(d) / np.where(h > 0, h, 1.0), 1.0) ** 3) ** 3
+        # weighted least squares on (1, d, d^2) centred at the point: intercept = value, linear term = slope
+        D = np.stack([np.ones_like(d), d, d * d], axis=2)
+        WD = D * w[..., None]
+        coef = np.einsum("cij,cj->ci", np.linalg.pinv(np.einsum("cqi,cqj->cij", WD, D), rcond=1e-10),
+                         np.einsum("cqi,cq->ci", WD, ys[win]))
+        value[idx], slope[idx] = coef[:, 0], coef[:, 1]
+    if len(at) == len(ux):
+        fitted = value[np.searchsorted(at, xs)]
+    elif len(at) == 1:
+        fitted = np.full(n, value[0])
+    else:
+        from scipy.interpolate import CubicHermiteSpline
+        fitted = CubicHermiteSpline(at, value, slope)(xs)
+    out = np.empty(n)
+    out[order] = fitted
+    return out
+
+
+def standardized_variance(X: sp.csr_matrix, span: float = 0.3) -> np.ndarray:
+    """Seurat's "vst" score of each gene of a raw count matrix (``FindVariableFeatures(selection.method = "vst")``,
+    Scanpy's ``flavor="seurat_v3"``).
+
+    A loess curve (``span``, degree 2) of log10(variance) on log10(mean) over the genes with a variance gives each
+    gene an expected standard deviation; the score is the variance of its counts standardised by its mean and that
+    deviation, with values capped at sqrt(number of cells). Genes without variance get NaN, and every gene does
+    with fewer than two cells.
+    """
+    n = X.shape[0]
+    if n < 2:
+        return np.full(X.shape[1], np.nan)
+    X = sp.csc_matrix(X, dtype=np.float64)
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+    var = np.maximum(sq - mean**2, 0.0) * (n / (n - 1))
+    ok = var > 0
+    score = np.full(X.shape[1], np.nan)
+    if not ok.any():
+        return score
+    sd = np.zeros_like(mean)
+    sd[ok] = np.sqrt(10 ** loess_fit(np.log10(mean[ok]), np.log10(var[ok]), span))
+    cap = np.sqrt(n)
+    col = np.repeat(np.arange(X.shape[1]), np.diff(X.indptr))
+    keep = ok[col]
+    z = np.minimum((X.data[keep] - mean[col[keep]]) / sd[col[keep]], cap)
+    total = np.bincount(col[keep], weights=z * z, minlength=X.shape[1])
+    n_zero = n - np.diff(X.indptr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total += n_zero * (mean / np.where(ok, sd, 1.0)) ** 2  # a zero count: (0 - mean) / sd, never above the cap
+    score[ok] = total[ok] / (n - 1)
+    return score
+
+
+def seurat_vst_hvg(X: sp.csr_matrix, n_top: int, *, span: float = 0.3, finite_only: bool = False) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes of raw counts ``X`` with the highest :func:`standardized_variance`.
+
+    Genes with a NaN score come last (with ``finite_only=True`` they are left out); ties broken by gene order.
+    """
+    score = standardized_variance(X, span)
+    finite = np.isfinite(score)
+    n_top = int(min(n_top, finite.sum() if finite_only else X.shape[1]))
+    order = np.argsort(-np.where(finite, score, -np.inf), kind="stable")
+    return np.sort(order[:n_top])

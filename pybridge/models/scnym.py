@@ -59,6 +59,10 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   are rejected less than with all genes: genes that mark only a type the
   reference lacks count little in this choice. So it suits queries expected
   to hold the reference's types only.
+  ``top_genes_flavor="seurat_v3"`` ranks raw counts by Seurat's "vst"
+  standardised variance instead (``FindVariableFeatures``' default; 1997 of
+  Seurat's top 2000 on casi_zheng): Zheng 0.965-0.972 over seeds 0-2, but
+  baron 0.78-0.82, so it is not the default (``results_scnym.md``).
 * Discovery mode (``discovery=True``): the paper's "new cell type discovery"
   configuration: only pseudolabels with confidence >= 0.9 take part in MixMatch
   and in the adversary. Use it with ``reject=True`` when the query may hold
@@ -109,7 +113,7 @@ import torch.nn.functional as F
 from .._io import join_states, split_state
 from .._settings import logger
 from ..data import (InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm,
-                    seurat_dispersion_hvg, shared_genes)
+                    seurat_dispersion_hvg, seurat_vst_hvg, shared_genes)
 from ..rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ..train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from ._base import BaseAnnotator
@@ -151,8 +155,9 @@ class ScNymConfig:
     reject_neighbors: int = 5  # k of the "distance" score
     reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
     reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
-    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most dispersed (see top_genes_from)
+    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most variable (see top_genes_from, _flavor)
     top_genes_from: str = "both"  # n_top_genes from "both" the reference and the fit's query (union), or "reference"
+    top_genes_flavor: str = "seurat"  # how n_top_genes ranks: "seurat" (dispersion) or "seurat_v3" (vst)
 
     @property
     def joint_pass(self) -> bool:
@@ -177,6 +182,8 @@ class ScNymConfig:
             raise ValueError("n_top_genes must be at least 10, or None to use every shared gene.")
         if self.top_genes_from not in ("both", "reference"):
             raise ValueError(f"top_genes_from must be 'both' or 'reference', not {self.top_genes_from!r}.")
+        if self.top_genes_flavor not in ("seurat_v3", "seurat"):
+            raise ValueError(f"top_genes_flavor must be 'seurat_v3' or 'seurat', not {self.top_genes_flavor!r}.")
 
 
 # ---------------------------------------------------------------------------- modules
@@ -316,20 +323,26 @@ class ScNym(BaseAnnotator):
         timer = Timer()
         cfg = self.config
         with timer("preprocess_s"):
-            Xr, genes_r, labels, labelled = self._read_reference(reference, labels_key, layer)
+            Cr, genes_r, labels, labelled = self._read_reference(reference, labels_key, layer)
             if query is not None:
-                Xq, genes_q = self._read(query, query_layer, "query")
+                Cq, genes_q = self._read(query, query_layer, "query")
                 genes = shared_genes(genes_r, genes_q)
                 overlap = gene_overlap(genes_r, genes_q, what="query", warn=False)  # training uses the shared genes
-                Xq = self._transform(Xq, genes_q, genes)
+                Xq = self._transform(Cq, genes_q, genes)
             else:
-                genes, overlap, Xq = genes_r, None, None
-            Xr = self._transform(Xr, genes_r, genes)
+                genes, overlap, Cq, Xq = genes_r, None, None, None
+            Xr = self._transform(Cr, genes_r, genes)
             dom_r, dom_q, domains = _domains(reference, query, domain_key)
         Xr, labels, dom_r = Xr[labelled], labels[labelled], dom_r[labelled]
         if cfg.n_top_genes is not None and cfg.n_top_genes < len(genes):
             with timer("preprocess_s"):
-                keep = _top_genes(Xr, Xq if cfg.top_genes_from == "both" else None, cfg.n_top_genes)
+                with_query = Xq is not None and cfg.top_genes_from == "both"
+                if cfg.top_genes_flavor == "seurat_v3":  # ranks raw counts of the shared genes
+                    keep = _top_genes(align_columns(Cr, genes_r, genes)[labelled],
+                                      align_columns(Cq, genes_q, genes) if with_query else None,
+                                      cfg.n_top_genes, cfg.top_genes_flavor)
+                else:
+                    keep = _top_genes(Xr, Xq if with_query else None, cfg.n_top_genes, cfg.top_genes_flavor)
                 genes, Xr = pd.Index(genes)[keep], Xr[:, keep].tocsr()
                 Xq = None if Xq is None else Xq[:, keep].tocsr()
         classes = sorted(pd.unique(labels).tolist())
@@ -603,13 +616,17 @@ class ScNym(BaseAnnotator):
             self.distance_thresholds_ = np.array([np.inf if t is None else t for t in thr], dtype=float)
 
 
-def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int) -> np.ndarray:
-    """Sorted column indices: the reference's ``n`` most dispersed genes, and with ``Xq`` also the query's.
+def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int, flavor: str) -> np.ndarray:
+    """Sorted column indices: the reference's ``n`` most variable genes, and with ``Xq`` also the query's.
 
-    Both matrices hold log-CPM of the shared genes. The query side is label-free, like Seurat's
-    ``SelectIntegrationFeatures`` (which ranks each dataset's variable genes); only query genes with a
-    finite dispersion count, so a query too small to have a variance adds nothing.
+    ``flavor="seurat_v3"`` ranks raw counts by Seurat's vst standardised variance; ``"seurat"`` ranks log-CPM
+    by normalised dispersion. The query side is label-free, like Seurat's ``SelectIntegrationFeatures`` (which
+    ranks each dataset's variable genes); only query genes with a finite score count, so a query too small to
+    have a variance adds nothing.
     """
+    if flavor == "seurat_v3":
+        keep = seurat_vst_hvg(Xr, n)
+        return keep if Xq is None else np.union1d(keep, seurat_vst_hvg(Xq, n, finite_only=True))
     keep = seurat_dispersion_hvg(Xr, n, logged=True)
     if Xq is None:
         return keep

@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import pytest
 import torch
 
@@ -282,50 +283,68 @@ def test_baron_with_the_most_variable_genes():
     assert accuracy(pd.Series(res.labels), q.obs["cell_type"].reset_index(drop=True)) >= 0.9
 
 
-def test_n_top_genes_keeps_the_most_variable_reference_and_query_genes(panc8_pair, tmp_path):
-    from pybridge.data import log_cpm, seurat_dispersion_hvg
+@pytest.mark.parametrize("flavor", ["seurat_v3", "seurat"])
+def test_n_top_genes_keeps_the_most_variable_reference_and_query_genes(panc8_pair, tmp_path, flavor):
+    from pybridge.data import log_cpm, seurat_dispersion_hvg, seurat_vst_hvg
 
     ref, q = panc8_pair
     shared = ref.var_names.intersection(q.var_names)
 
-    def top(adata, n):  # Seurat's dispersion rule on CPM computed from all of the dataset's genes
-        cpm = log_cpm(adata.X)[:, adata.var_names.get_indexer(shared)].tocsr()
+    def top(adata, n):
+        cols = adata.var_names.get_indexer(shared)
+        if flavor == "seurat_v3":  # Seurat's vst on the raw counts of the shared genes
+            return set(shared[seurat_vst_hvg(sp.csr_matrix(adata.X)[:, cols].tocsr(), n)])
+        cpm = log_cpm(adata.X)[:, cols].tocsr()  # dispersion of CPM computed from all of the dataset's genes
         cpm.data = np.expm1(cpm.data)
         return set(shared[seurat_dispersion_hvg(cpm, n)])
 
-    from_ref = pybridge.ScNym(seed=0, n_top_genes=300, top_genes_from="reference", **FAST).fit(ref, query=q)
-    assert list(from_ref.genes_) == [g for g in shared if g in top(ref, 300)]  # reference order
+    opts = dict(n_top_genes=300, top_genes_flavor=flavor, **FAST)
+    from_ref = pybridge.ScNym(seed=0, top_genes_from="reference", **opts).fit(ref, query=q)
+    top_ref = top(ref, 300)
+    assert list(from_ref.genes_) == [g for g in shared if g in top_ref]  # reference order
     assert from_ref.fit_info_["n_genes"] == 300
-    model = pybridge.ScNym(seed=0, n_top_genes=300, **FAST).fit(ref, query=q)  # default: the union of both
-    union = top(ref, 300) | top(q, 300)
+    model = pybridge.ScNym(seed=0, **opts).fit(ref, query=q)  # default: the union of both
+    union = top_ref | top(q, 300)
     assert len(union) > 300 and list(model.genes_) == [g for g in shared if g in union]
     n = len(union)
     res = model.predict(q)
     assert res.params["gene_overlap"]["n_shared"] == n and res.probabilities.shape[0] == q.n_obs
     assert res.params["config"]["top_genes_from"] == "both"
+    assert res.params["config"]["top_genes_flavor"] == flavor
     model.save(tmp_path / "m")
     loaded = pybridge.ScNym.load(tmp_path / "m")
     assert list(loaded.genes_) == list(model.genes_)
     np.testing.assert_array_equal(loaded.predict(q).labels, res.labels)
     # more genes than shared: every shared gene, as without the option
     assert len(pybridge.ScNym(seed=0, n_top_genes=10**6, **FAST).fit(ref, query=q).genes_) == len(shared)
+
+
+def test_n_top_genes_options_are_checked():
+    assert pybridge.ScNymConfig().top_genes_flavor == "seurat"
     with pytest.raises(ValueError, match="n_top_genes must be at least 10"):
         pybridge.ScNym(n_top_genes=5)
     with pytest.raises(ValueError, match="top_genes_from must be 'both' or 'reference'"):
         pybridge.ScNym(top_genes_from="query")
+    with pytest.raises(ValueError, match="top_genes_flavor must be 'seurat_v3' or 'seurat'"):
+        pybridge.ScNym(top_genes_flavor="cell_ranger")
 
 
 def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
-    from pybridge.data import log_cpm, normalized_dispersion, seurat_dispersion_hvg
+    from pybridge.data import (log_cpm, normalized_dispersion, seurat_dispersion_hvg, seurat_vst_hvg,
+                               standardized_variance)
     from pybridge.models.scnym import _top_genes
 
     ref, q = panc8_pair
     Xr, Xq = log_cpm(ref.X).tocsr(), log_cpm(q.X).tocsr()  # same genes in both files
     assert np.isnan(normalized_dispersion(Xq[:1], logged=True)).all()
     only_ref = seurat_dispersion_hvg(Xr, 300, logged=True)
-    np.testing.assert_array_equal(_top_genes(Xr, Xq[:1], 300), only_ref)
+    np.testing.assert_array_equal(_top_genes(Xr, Xq[:1], 300, "seurat"), only_ref)
     assert len(seurat_dispersion_hvg(Xq[:1], 300, logged=True, finite_only=True)) == 0
-    assert len(_top_genes(Xr, Xq[:20], 300)) > 300  # a query with a variance does add its genes
+    assert len(_top_genes(Xr, Xq[:20], 300, "seurat")) > 300  # a query with a variance does add its genes
+    Cr, Cq = sp.csr_matrix(ref.X), sp.csr_matrix(q.X)  # the vst flavor ranks raw counts
+    assert np.isnan(standardized_variance(Cq[:1])).all()
+    np.testing.assert_array_equal(_top_genes(Cr, Cq[:1], 300, "seurat_v3"), seurat_vst_hvg(Cr, 300))
+    assert len(_top_genes(Cr, Cq[:20], 300, "seurat_v3")) > 300
 
 
 @pytest.mark.slow
