@@ -13,10 +13,16 @@ from conftest import load
 def _r():
     try:
         import rpy2.robjects as ro
-        from rpy2.robjects import numpy2ri
     except Exception as err:  # ImportError, or R not found by rpy2
         pytest.skip(f"rpy2/R not available: {err}")
-    return ro, ro.default_converter + numpy2ri.converter
+    return ro
+
+
+def _send(ro, **arrays):
+    """Copy numpy arrays into R globals (copies, not numpy2ri's shared buffers, which outlive the interpreter)."""
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        ro.globalenv[name] = (ro.IntVector if a.dtype.kind in "iu" else ro.FloatVector)(a.tolist())
 
 
 @pytest.mark.parametrize("max_direct", [10**6, 200])  # a fit at every point, and fits at 200 points joined
@@ -31,33 +37,32 @@ def test_loess_reproduces_a_quadratic_and_handles_ties(max_direct):
 
 
 def test_loess_matches_r():
-    ro, conv = _r()
+    ro = _r()
     rng = np.random.default_rng(1)
     x = rng.uniform(-3, 1, 2500)
     y = np.sin(2 * x) + rng.normal(0, 0.3, x.size)
-    with conv.context():
-        ro.globalenv["x"], ro.globalenv["y"] = x, y
-        direct = np.asarray(ro.r('fitted(loess(y ~ x, span = 0.3, control = loess.control(surface = "direct")))'))
-        default = np.asarray(ro.r("fitted(loess(y ~ x, span = 0.3))"))
+    _send(ro, x=x, y=y)
+    direct = np.array(ro.r('fitted(loess(y ~ x, span = 0.3, control = loess.control(surface = "direct")))'))
+    default = np.array(ro.r("fitted(loess(y ~ x, span = 0.3))"))
+    ro.r("rm(x, y)")
     np.testing.assert_allclose(loess_fit(x, y, 0.3, max_direct=10**6), direct, atol=1e-10)
     # the joined local fits are as close to R's exact fit as R's own default surface is (measured 3e-4 vs 4e-3)
     assert np.abs(loess_fit(x, y, 0.3) - direct).max() < np.abs(default - direct).max()
 
 
 def test_vst_ranking_matches_seurat():
-    ro, conv = _r()
+    ro = _r()
     if not ro.r('isTRUE(requireNamespace("Seurat", quietly = TRUE))')[0]:
         pytest.skip("R package Seurat not installed")
     X = get_counts(load("casi_zheng_sorted_train"))
     Xt = sp.csc_matrix(X.T, dtype=np.float64)
-    with conv.context():
-        for name, v in (("i", Xt.indices), ("p", Xt.indptr), ("v", Xt.data), ("d", np.array(Xt.shape))):
-            ro.globalenv[name] = v
-        theirs = np.asarray(ro.r("""
-            m <- Matrix::sparseMatrix(i = as.vector(i) + 1, p = as.vector(p), x = as.vector(v), dims = as.vector(d),
-                                      dimnames = list(paste0("g", seq_len(d[1])), paste0("c", seq_len(d[2]))))
-            Seurat::FindVariableFeatures(m, selection.method = "vst", verbose = FALSE)$vst.variance.standardized
-        """))
+    _send(ro, i=Xt.indices, p=Xt.indptr, v=Xt.data, d=np.array(Xt.shape))
+    theirs = np.array(ro.r("""
+        m <- Matrix::sparseMatrix(i = i + 1, p = p, x = v, dims = d,
+                                  dimnames = list(paste0("g", seq_len(d[1])), paste0("c", seq_len(d[2]))))
+        Seurat::FindVariableFeatures(m, selection.method = "vst", verbose = FALSE)$vst.variance.standardized
+    """))
+    ro.r("rm(i, p, v, d, m)")
     ours = standardized_variance(X)
     ok = np.isfinite(ours)
     assert np.array_equal(ok, theirs > 0)  # genes without variance: NaN here, 0 in Seurat
