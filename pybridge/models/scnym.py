@@ -31,14 +31,17 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   (mixed query, mixed reference, unmixed adversary batch), so BatchNorm
   normalises each with its own statistics. By default (``joint_forward=None``)
   pybridge puts the three batches through the network in one pass, so BatchNorm
-  sees both domains together, except in discovery mode, which uses separate
-  passes like the reference code. The joint pass is not faster on CPU (1.15
-  vs 1.18 s per Zheng epoch on 2 cores); it stays the default because it
+  sees both domains together, except in discovery mode and without the
+  adversary, which use separate passes like the reference code. The joint
+  pass is not faster on CPU (1.15 vs 1.18 s per Zheng epoch on 2 cores); it
+  stays the default because it
   scored higher on the nine dev tasks over seeds 0-2 (mean accuracy 0.950 vs
   0.939; all of the gap is baron, 0.80-0.93 vs 0.74-0.75; the other tasks
   agree within a cell or two; benchmarks/results_scnym.md).
-  In discovery mode the joint pass was unstable (see below). ``True`` /
-  ``False`` force one or the other.
+  In discovery mode the joint pass was unstable (see below), and so was
+  MixMatch without the adversary (``use_adversary=False``: panc8 fluidigmc1
+  0.08 / 0.56 / 0.08 over seeds 0-2, separate passes 0.98 / 0.97 / 0.97), so
+  both use separate passes. ``True`` / ``False`` force one or the other.
 * Batches: a reference or query smaller than one batch is used whole (the
   reference code loops forever when the query is smaller than a batch).
 * Validation split: stratified by class (the reference code splits at random).
@@ -146,7 +149,7 @@ class ScNymConfig:
     use_adversary: bool = True
     discovery: bool = False
     pseudolabel_min_confidence: float = 0.9  # used in discovery mode
-    joint_forward: bool | None = None  # one pass for all batches; None: joint, except in discovery mode
+    joint_forward: bool | None = None  # one pass for all batches; None: joint, except in discovery mode / no adversary
     balanced_classes: bool = False  # sample reference cells with weights 1/n_class (reference-code option)
     reject: bool = False
     outlier_fraction: float = 0.05
@@ -162,7 +165,9 @@ class ScNymConfig:
     @property
     def joint_pass(self) -> bool:
         """Whether the batches of a training step share one forward pass (``joint_forward``, resolved)."""
-        return self.joint_forward if self.joint_forward is not None else not self.discovery
+        if self.joint_forward is not None:
+            return self.joint_forward
+        return not self.discovery and self.use_adversary
 
     def __post_init__(self):
         for name in ("ssl_ramp", "adv_ramp"):

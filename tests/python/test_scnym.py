@@ -329,6 +329,15 @@ def test_n_top_genes_options_are_checked():
         pybridge.ScNym(top_genes_flavor="cell_ranger")
 
 
+def test_forward_pass_mode_resolves_per_setting():
+    # joint by default; separate where the joint pass collapsed (discovery mode, MixMatch without the adversary:
+    # panc8 fluidigmc1 0.08 / 0.56 / 0.08 over seeds 0-2 with use_adversary=False and a joint pass)
+    C = pybridge.ScNymConfig
+    assert C().joint_pass
+    assert not C(discovery=True).joint_pass and not C(use_adversary=False).joint_pass
+    assert C(use_adversary=False, joint_forward=True).joint_pass and not C(joint_forward=False).joint_pass
+
+
 def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
     from pybridge.data import (log_cpm, normalized_dispersion, seurat_dispersion_hvg, seurat_vst_hvg,
                                standardized_variance)
