@@ -107,13 +107,14 @@ QUIET_REDRAW_S = 5.0
 def progress(total: int, verbose: bool, desc: str):
     """A tqdm bar (to stderr), silent when ``verbose`` is False.
 
-    On a terminal the bar redraws as often as tqdm likes (every 0.1 s). Elsewhere each redraw is a new
-    line or a carriage return piled onto one line of a log, so it redraws at most every
+    On a terminal or in a notebook (tqdm.auto's widget) the bar redraws as often as tqdm likes (every
+    0.1 s). Elsewhere each redraw is a new line or a carriage return piled onto one line of a log, so it
+    redraws at most every
     ``QUIET_REDRAW_S`` seconds (plus the final state). Loss values set with ``set_postfix`` show at the
     next redraw.
     """
     return _Bar(total=total, desc=desc, disable=not verbose, leave=False, dynamic_ncols=True,
-                mininterval=0.1 if _stderr_is_terminal() else QUIET_REDRAW_S)
+                mininterval=0.1 if _redraws_in_place() else QUIET_REDRAW_S)
 
 
 class _Bar(tqdm):
@@ -123,7 +124,10 @@ class _Bar(tqdm):
         super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
 
 
-def _stderr_is_terminal() -> bool:
+def _redraws_in_place() -> bool:
+    """Whether a redraw replaces the bar: a notebook widget, or stderr on a terminal."""
+    if tqdm.__module__ == "tqdm.notebook":
+        return True
     try:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):  # replaced or closed stderr

@@ -21,8 +21,22 @@ def test_progress_redraws_rarely_into_a_log(capsys):
     assert 1 <= capsys.readouterr().err.count("demo") <= 3  # first draw, maybe one more, the final state
 
 
-def test_progress_redraws_often_on_a_terminal(monkeypatch):
-    monkeypatch.setattr(tk, "_stderr_is_terminal", lambda: True)
-    bar = tk.progress(5, True, "demo")
-    assert bar.mininterval == 0.1
-    bar.close()
+class _Terminal:
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass
+
+
+def test_progress_redraws_often_on_a_terminal_or_in_a_notebook(monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(tk.sys, "stderr", _Terminal())
+        bar = tk.progress(5, True, "demo")
+        assert bar.mininterval == 0.1
+        bar.close()
+    monkeypatch.setattr(tk.tqdm, "__module__", "tqdm.notebook")  # what tqdm.auto picks in Jupyter (stderr is no terminal there)
+    assert tk._redraws_in_place()
