@@ -171,27 +171,25 @@ def standardized_variance(X: sp.csr_matrix, span: float = 0.3) -> np.ndarray:
     deviation, with values capped at sqrt(number of cells). Genes without variance get NaN, and every gene does
     with fewer than two cells.
     """
-    n = X.shape[0]
+    n, n_genes = X.shape
     if n < 2:
-        return np.full(X.shape[1], np.nan)
-    X = sp.csc_matrix(X, dtype=np.float64)
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
-    var = np.maximum(sq - mean**2, 0.0) * (n / (n - 1))
+        return np.full(n_genes, np.nan)
+    X = sp.csr_matrix(X)  # no copy of CSR input: per-gene sums come from the stored entries
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    data, genes = X.data.astype(np.float64), X.indices
+    mean = np.bincount(genes, weights=data, minlength=n_genes) / n
+    var = np.maximum(np.bincount(genes, weights=data * data, minlength=n_genes) - n * mean**2, 0.0) / (n - 1)
     ok = var > 0
-    score = np.full(X.shape[1], np.nan)
+    score = np.full(n_genes, np.nan)
     if not ok.any():
         return score
-    sd = np.zeros_like(mean)
+    sd = np.ones_like(mean)
     sd[ok] = np.sqrt(10 ** loess_fit(np.log10(mean[ok]), np.log10(var[ok]), span))
-    cap = np.sqrt(n)
-    col = np.repeat(np.arange(X.shape[1]), np.diff(X.indptr))
-    keep = ok[col]
-    z = np.minimum((X.data[keep] - mean[col[keep]]) / sd[col[keep]], cap)
-    total = np.bincount(col[keep], weights=z * z, minlength=X.shape[1])
-    n_zero = n - np.diff(X.indptr)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        total += n_zero * (mean / np.where(ok, sd, 1.0)) ** 2  # a zero count: (0 - mean) / sd, never above the cap
+    z = np.minimum((data - mean[genes]) / sd[genes], np.sqrt(n))  # capped at sqrt(cells), as Seurat
+    total = np.bincount(genes, weights=z * z, minlength=n_genes)
+    total += (n - np.bincount(genes, minlength=n_genes)) * (mean / sd) ** 2  # zeros: (0 - mean) / sd, below the cap
     score[ok] = total[ok] / (n - 1)
     return score
 
