@@ -100,10 +100,15 @@ def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, log
     ``finite_only=True`` they are left out, so fewer than ``n_top`` may come back); ties at the cut-off are broken
     by gene order.
     """
-    norm = normalized_dispersion(X, n_bins, logged=logged)
-    finite = np.isfinite(norm)
-    n_top = int(min(n_top, finite.sum() if finite_only else X.shape[1]))
-    order = np.argsort(-np.where(finite, norm, -np.inf), kind="stable")
+    return _top_by_score(normalized_dispersion(X, n_bins, logged=logged), n_top, finite_only)
+
+
+def _top_by_score(score: np.ndarray, n_top: int, finite_only: bool) -> np.ndarray:
+    """Sorted indices of the ``n_top`` highest scores; NaN scores last (left out with ``finite_only``), ties by
+    index."""
+    finite = np.isfinite(score)
+    n_top = int(min(n_top, finite.sum() if finite_only else len(score)))
+    order = np.argsort(-np.where(finite, score, -np.inf), kind="stable")
     return np.sort(order[:n_top])
 
 
@@ -127,8 +132,7 @@ def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: in
     xs, ys = x[order], y[order]
     q = int(min(n, max(4, np.floor(span * n))))
     ux = np.unique(xs)
-    at = ux if len(ux) <= max_direct else np.unique(np.quantile(xs, np.linspace(0, 1, max_direct)))
-    at[0], at[-1] = xs[0], xs[-1]
+    at = ux if len(ux) <= max_direct else np.unique(np.quantile(xs, np.linspace(0, 1, max(max_direct, 2))))
     # the q nearest neighbours of a point are a run of the sorted x; slide the run while that brings it closer
     start = np.empty(len(at), dtype=np.int64)
     lo = 0
@@ -150,10 +154,8 @@ def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: in
         coef = np.einsum("cij,cj->ci", np.linalg.pinv(np.einsum("cqi,cqj->cij", WD, D), rcond=1e-10),
                          np.einsum("cqi,cq->ci", WD, ys[win]))
         value[idx], slope[idx] = coef[:, 0], coef[:, 1]
-    if len(at) == len(ux):
+    if at is ux:
         fitted = value[np.searchsorted(at, xs)]
-    elif len(at) == 1:
-        fitted = np.full(n, value[0])
     else:
         from scipy.interpolate import CubicHermiteSpline
         fitted = CubicHermiteSpline(at, value, slope)(xs)
@@ -199,8 +201,4 @@ def seurat_vst_hvg(X: sp.csr_matrix, n_top: int, *, span: float = 0.3, finite_on
 
     Genes with a NaN score come last (with ``finite_only=True`` they are left out); ties broken by gene order.
     """
-    score = standardized_variance(X, span)
-    finite = np.isfinite(score)
-    n_top = int(min(n_top, finite.sum() if finite_only else X.shape[1]))
-    order = np.argsort(-np.where(finite, score, -np.inf), kind="stable")
-    return np.sort(order[:n_top])
+    return _top_by_score(standardized_variance(X, span), n_top, finite_only)

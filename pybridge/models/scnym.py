@@ -103,6 +103,7 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 
@@ -343,11 +344,11 @@ class ScNym(BaseAnnotator):
             with timer("preprocess_s"):
                 with_query = Xq is not None and cfg.top_genes_from == "both"
                 if cfg.top_genes_flavor == "seurat_v3":  # ranks raw counts of the shared genes
-                    keep = _top_genes(align_columns(Cr, genes_r, genes)[labelled],
-                                      align_columns(Cq, genes_q, genes) if with_query else None,
-                                      cfg.n_top_genes, cfg.top_genes_flavor)
-                else:
-                    keep = _top_genes(Xr, Xq if with_query else None, cfg.n_top_genes, cfg.top_genes_flavor)
+                    rank_r = align_columns(Cr, genes_r, genes)[labelled]
+                    rank_q = align_columns(Cq, genes_q, genes) if with_query else None
+                else:  # ranks log-CPM
+                    rank_r, rank_q = Xr, Xq if with_query else None
+                keep = _top_genes(rank_r, rank_q, cfg.n_top_genes, cfg.top_genes_flavor)
                 genes, Xr = pd.Index(genes)[keep], Xr[:, keep].tocsr()
                 Xq = None if Xq is None else Xq[:, keep].tocsr()
         classes = sorted(pd.unique(labels).tolist())
@@ -629,13 +630,9 @@ def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int, flavor: str)
     ranks each dataset's variable genes); only query genes with a finite score count, so a query too small to
     have a variance adds nothing.
     """
-    if flavor == "seurat_v3":
-        keep = seurat_vst_hvg(Xr, n)
-        return keep if Xq is None else np.union1d(keep, seurat_vst_hvg(Xq, n, finite_only=True))
-    keep = seurat_dispersion_hvg(Xr, n, logged=True)
-    if Xq is None:
-        return keep
-    return np.union1d(keep, seurat_dispersion_hvg(Xq, n, logged=True, finite_only=True))
+    rank = seurat_vst_hvg if flavor == "seurat_v3" else functools.partial(seurat_dispersion_hvg, logged=True)
+    keep = rank(Xr, n)
+    return keep if Xq is None else np.union1d(keep, rank(Xq, n, finite_only=True))
 
 
 def _domains(reference, query, domain_key):

@@ -109,9 +109,8 @@ def progress(total: int, verbose: bool, desc: str):
 
     On a terminal or in a notebook (tqdm.auto's widget) the bar redraws as often as tqdm likes (every
     0.1 s). Elsewhere each redraw is a new line or a carriage return piled onto one line of a log, so it
-    redraws at most every
-    ``QUIET_REDRAW_S`` seconds (plus the final state). Loss values set with ``set_postfix`` show at the
-    next redraw.
+    redraws at most every ``QUIET_REDRAW_S`` seconds (plus the final state). Loss values set with
+    ``set_postfix`` show at the next redraw.
     """
     return _Bar(total=total, desc=desc, disable=not verbose, leave=False, dynamic_ncols=True,
                 mininterval=0.1 if _redraws_in_place() else QUIET_REDRAW_S)
