@@ -401,9 +401,10 @@ def run_suite(args) -> pd.DataFrame:
     from .peers import availability
 
     args.out.mkdir(parents=True, exist_ok=True)
-    ann_tasks = T.QUICK_ANNOTATION if args.quick else T.ANNOTATION_TASKS
-    clu_sets = T.QUICK_CLUSTERING if args.quick else T.CLUSTERING_SETS
-    task_names = select(args.tasks, ann_tasks + clu_sets, T.ANNOTATION_TASKS + T.CLUSTERING_SETS, "task")
+    ann_tasks, clu_sets = T.TASK_SETS[args.task_set]
+    if args.quick:
+        ann_tasks, clu_sets = T.QUICK_ANNOTATION, T.QUICK_CLUSTERING
+    task_names = select(args.tasks, ann_tasks + clu_sets, T.TRANSFER_TASKS + T.CLUSTERING_SETS, "task")
     default_tools = [n for n, t in TOOLS.items() if t.in_default_run]
     tools = [TOOLS[n] for n in select(args.tools, default_tools, list(TOOLS), "tool")]
     gpu = None if args.no_gpu else gpu_name()
@@ -425,7 +426,7 @@ def run_suite(args) -> pd.DataFrame:
 def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> None:
     prep_root = args.out / "prepared"
     for name in task_names:
-        kind = "transfer" if name in T.ANNOTATION_TASKS else "clustering"
+        kind = "transfer" if name in T.TRANSFER_TASKS else "clustering"
         prep = (T.prepare_transfer(name, args.data, prep_root) if kind == "transfer"
                 else T.prepare_clustering(name, args.data, prep_root))
         for tool in tools:
@@ -464,7 +465,7 @@ def collect(out: Path, rows: list, rels: list, merge: bool) -> pd.DataFrame:
                 if rel.exists() and r.get("device", "CPU") == "CPU":
                     rels.append(pd.read_csv(rel))
     df = pd.DataFrame(rows)
-    order = {n: i for i, n in enumerate(T.ANNOTATION_TASKS + T.CLUSTERING_SETS)}
+    order = {n: i for i, n in enumerate(T.TRANSFER_TASKS + T.CLUSTERING_SETS)}
     torder = {n: i for i, n in enumerate(TOOLS)}
     df = df.sort_values(by=["task", "tool"], key=lambda c: c.map(order if c.name == "task" else torder).fillna(999),
                         kind="stable").reset_index(drop=True)
@@ -493,6 +494,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="one small task and one clustering set, few epochs (smoke run)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the .h5ad files (default ../shared/data)")
     p.add_argument("--tools", default=None, help=f"comma-separated subset of: {', '.join(TOOLS)}")
+    p.add_argument("--task-set", choices=sorted(T.TASK_SETS), default="dev",
+                   help="'dev': the 9 reference -> query tasks and 7 clustering sets (default); 'validation': six "
+                        "held-out reference -> query tasks no setting was chosen on (write it to another --out)")
     p.add_argument("--tasks", default=None, help="comma-separated task / clustering-set names")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder for results.csv, runs/, plots/ and RESULTS.md "
@@ -521,7 +525,7 @@ def main(argv=None) -> int:
 
     md = args.results_md or (args.out / "RESULTS.md")
     info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
-            "load_end": os.getloadavg(), "quick": args.quick, "threads": args.threads, "seed": args.seed,
+            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads, "seed": args.seed,
             "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
     (args.out / "run_info.json").write_text(json.dumps(info))
     write_report(df, args.out, md, run_info=info)

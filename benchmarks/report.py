@@ -296,8 +296,9 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     rel_path = out / "reliability.csv"
     rel = pd.read_csv(rel_path) if rel_path.exists() else None
     md = Path(md)
-    plot_dir = md.parent / "plots"
-    figs = plots(df, rel, plot_dir)
+    task_set = run_info.get("task_set", "dev")
+    plot_sub = "plots" if task_set == "dev" else f"plots_{task_set}"  # a validation page keeps the dev page's plots
+    figs = plots(df, rel, md.parent / plot_sub)
     mach = machine()
     ver = versions()
     loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
@@ -305,8 +306,12 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
               "seconds", "wall_s", "peak_rss_mb", "k_found"):
         if c not in df:
             df[c] = np.nan
-    L = ["# pybridge benchmark: pybridge vs peer tools", ""]
+    L = ["# pybridge benchmark: pybridge vs peer tools" + ("" if task_set == "dev" else f" ({task_set} tasks)"), ""]
     quick = run_info.get("quick")
+    if task_set == "validation":
+        L += ["**Validation tasks** (`--task-set validation`): six reference -> query pairs from the same files as the "
+              "dev tasks (the reverse direction or another plate) on which no pybridge default or option was chosen. "
+              "They check that what wins on the dev tasks ([RESULTS.md](RESULTS.md)) is not fitted to them.", ""]
     if quick:
         L += ["**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
               "that every tool runs end to end; they are not results.", ""]
@@ -446,7 +451,7 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
         for key, title in (("accuracy", "Accuracy per task"), ("time", "Time vs accuracy"),
                            ("reliability", "Reliability diagram"), ("ari", "Clustering ARI")):
             if key in figs:
-                L += [f"![{title}](plots/{figs[key]})", ""]
+                L += [f"![{title}]({plot_sub}/{figs[key]})", ""]
 
     L += ["## Per-task results", ""]
     gpu = not gpu_rows.empty
@@ -491,13 +496,14 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     L += ["## Not run or failed", ""]
     if not quick:
         from .harness import TOOLS, tool_applies
-        from .tasks import ANNOTATION_TASKS, CLUSTERING_SETS
+        from .tasks import TASK_SETS
 
+        transfer_tasks, clustering_sets = TASK_SETS[task_set]
         have = set(zip(df["task"], df["tool"]))
         gone = []
         for t in tool_order(df):
-            todo = [n for n in ANNOTATION_TASKS if tool_applies(TOOLS[t], "transfer")] + \
-                   [n for n in CLUSTERING_SETS if tool_applies(TOOLS[t], "clustering")]
+            todo = [n for n in transfer_tasks if tool_applies(TOOLS[t], "transfer")] + \
+                   [n for n in clustering_sets if tool_applies(TOOLS[t], "clustering")]
             miss = [n for n in todo if (n, t) not in have]
             if miss:
                 gone.append(f"- {label_of(t)}: not run on {', '.join(miss)} (the run was stopped for time before "
@@ -510,9 +516,10 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
             err = r.get("error") if isinstance(r.get("error"), str) and r["status"] == "error" else ""
             L.append(f"- {r['tool']} on {r['task']}: {r['status']}" + (f" ({err})" if err else ""))
         L.append("")
-    L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
+    if task_set == "dev":
+        L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
     scale_md = md.parent / "SCALE.md"
-    if scale_md.exists() and not quick:
+    if scale_md.exists() and not quick and task_set == "dev":
         L += ["## Scale (simulated data)", "",
               f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
         txt = scale_md.read_text().splitlines()

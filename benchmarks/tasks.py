@@ -7,6 +7,11 @@ PBMC train -> test (B cells are absent from the reference).
 
 Clustering sets: the seven sets with ground truth listed in the same README.
 
+Validation tasks (``--task-set validation``): six more reference -> query pairs
+from the same files (the reverse direction or another plate), on which no default
+or option of pybridge was chosen; they check that what wins on the dev tasks is
+not fitted to them.
+
 Preparation (once per task, cached under ``<out>/prepared/<task>``): reference and
 query are restricted to their shared genes (reference order) *once*, and every
 tool reads the same files:
@@ -39,6 +44,16 @@ PAIRS = {
     "zheng_train->test": ("casi_zheng_sorted_train", "casi_zheng_sorted_test"),
 }
 ANNOTATION_TASKS = [f"panc8:{t}" for t in PANC8_TECHS] + list(PAIRS)
+#: held-out check tasks: no setting was chosen on them (session 14)
+VALIDATION_PAIRS = {
+    "baron_mouse2->1": ("baron_mouse2", "baron_mouse1"),
+    "cellbench_dropseq->celseq2": ("cellbench_sc_dropseq", "cellbench_sc_celseq2"),
+    "cellbench_5cl_p1->p2": ("cellbench_sc_celseq2_5cl_p1", "cellbench_sc_celseq2_5cl_p2"),
+    "cellbench_5cl_p2->p3": ("cellbench_sc_celseq2_5cl_p2", "cellbench_sc_celseq2_5cl_p3"),
+    "cellbench_5cl_p3->p1": ("cellbench_sc_celseq2_5cl_p3", "cellbench_sc_celseq2_5cl_p1"),
+    "zheng_test->train": ("casi_zheng_sorted_test", "casi_zheng_sorted_train"),
+}
+VALIDATION_TASKS = list(VALIDATION_PAIRS)
 CLUSTERING_SETS = [
     "dcc_10X_PBMC_top2000",
     "dcc_mouse_bladder_cell_top2000",
@@ -50,6 +65,9 @@ CLUSTERING_SETS = [
 ]
 QUICK_ANNOTATION = ["panc8:celseq2"]
 QUICK_CLUSTERING = ["cellbench_sc_celseq2_5cl_p2"]
+#: --task-set -> (reference -> query tasks, clustering sets)
+TASK_SETS = {"dev": (ANNOTATION_TASKS, CLUSTERING_SETS), "validation": (VALIDATION_TASKS, [])}
+TRANSFER_TASKS = ANNOTATION_TASKS + VALIDATION_TASKS
 
 
 @dataclass
@@ -88,9 +106,10 @@ def load_pair(data: Path, name: str):
         if not m.any():
             raise ValueError(f"No panc8 cells of technology {tech!r}.")
         return a[~m].copy(), a[m].copy()
-    if name not in PAIRS:
-        raise ValueError(f"Unknown task {name!r}; known: {', '.join(ANNOTATION_TASKS)}.")
-    r, q = PAIRS[name]
+    pairs = PAIRS | VALIDATION_PAIRS
+    if name not in pairs:
+        raise ValueError(f"Unknown task {name!r}; known: {', '.join(TRANSFER_TASKS)}.")
+    r, q = pairs[name]
     return _read(data / f"{r}.h5ad"), _read(data / f"{q}.h5ad")
 
 

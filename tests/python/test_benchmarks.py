@@ -154,3 +154,36 @@ def test_report_adds_a_gpu_column_when_a_pybridge_method_ran_on_cuda(tmp_path, m
     assert cells[header.strip("|").split("|").index(" GPU s ")] == "1.5"
     headline = page[page.index("## Headline: annotation"):page.index("## Per-task results")]
     assert "| pybridge scNym | 1 | 0.950 |" in headline  # the CUDA row's 0.50 is not averaged in
+
+
+def test_validation_task_set_loads_and_its_page_stands_apart(tmp_path, monkeypatch):
+    """``--task-set validation``: six held-out pairs that load like the dev tasks; their page keeps its own
+    plots folder (the dev page's plots stay), names itself, and counts only its own tasks as missing."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tasks as T
+    from benchmarks.report import write_report
+
+    assert set(T.VALIDATION_TASKS).isdisjoint(T.ANNOTATION_TASKS) and len(T.VALIDATION_TASKS) == 6
+    assert T.TASK_SETS["validation"] == (T.VALIDATION_TASKS, [])
+    if (DATA_DIR / "cellbench_sc_dropseq.h5ad").exists():
+        ref, query = T.load_pair(DATA_DIR, "cellbench_dropseq->celseq2")
+        assert ref.n_obs == 225 and query.n_obs == 274  # the dev task's reference and query, swapped
+    with pytest.raises(ValueError, match="Unknown task"):
+        T.load_pair(DATA_DIR, "baron_mouse3->1")
+
+    base = dict(kind="transfer", n_ref=1064, n_query=822, n_genes=14878, true_k=13, status="ok", wall_s=2.0,
+                peak_rss_mb=300.0, rej_seen=0.0, ece=0.05, ari=0.8, nmi=0.8, k_found=13, error="", notes="{}",
+                device="CPU", acc=0.96, macro_f1=0.9, acc_kept=0.96, seconds=1.0)
+    rows = [dict(base, task="baron_mouse2->1", tool="logreg"),
+            dict(base, task="baron_mouse2->1", tool="pybridge_scnym", acc=0.97)]
+    out = tmp_path / "bench"
+    out.mkdir()
+    md = out / "VALIDATION.md"
+    write_report(pd.DataFrame(rows), out, md, {"started": "today", "threads": 2, "task_set": "validation"})
+    page = md.read_text()
+    assert page.startswith("# pybridge benchmark: pybridge vs peer tools (validation tasks)")
+    assert "](plots_validation/accuracy_per_task.png)" in page and not (out / "plots").exists()
+    assert (out / "plots_validation" / "accuracy_per_task.png").exists()
+    missing = page[page.index("## Not run or failed"):]
+    assert "zheng_test->train" in missing and "panc8" not in missing and "dcc_" not in missing
+    assert "## R-call overhead" not in page
