@@ -519,6 +519,10 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     if task_set == "dev":
         L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
     scale_md = md.parent / "SCALE.md"
+    if (md.parent / "VALIDATION.md").exists() and not quick and task_set == "dev":
+        L += ["## Validation tasks", "",
+              "The same tools on six held-out reference -> query pairs on which no pybridge setting was chosen: "
+              "[VALIDATION.md](VALIDATION.md) (`python -m benchmarks --task-set validation`).", ""]
     if scale_md.exists() and not quick and task_set == "dev":
         L += ["## Scale (simulated data)", "",
               f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
