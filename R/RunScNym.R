@@ -67,7 +67,11 @@
 #'   query may hold cell types the reference lacks: cells far from every
 #'   reference cell in the embedding become `"Unassigned"`; on casi_zheng this
 #'   caught 95-100 % of the missing B cells, but it misses types that resemble a
-#'   reference type).
+#'   reference type). With `reject = TRUE` and a small reference (fewer than
+#'   about 200 cells per type) each type's threshold is its least confident
+#'   validation cell, and a query from another technology can lose 10-30 % of
+#'   its cells to `"Unassigned"`; `min.confidence = 0.5` without `reject` is
+#'   the milder rule.
 #' @return `object` with the results added.
 #' @seealso [TrainScNym()], [use_pybridge()]
 #' @rdname RunScNym

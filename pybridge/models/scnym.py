@@ -81,7 +81,13 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   samples reference cells with weights 1/n_class (the reference code's option).
 * Rejection (``reject=True``): JIND-style per-class thresholds from the
   validation predictions (shared with the other classifiers); scNym's own
-  rule, confidence < 0.5, is ``min_confidence=0.5``. Not in the paper:
+  rule, confidence < 0.5, is ``min_confidence=0.5``. With a small reference
+  (fewer than 1 / ``outlier_fraction`` validation cells in a class, i.e.
+  under ~200 reference cells of it) a class's threshold is its least confident
+  validation cell, and a query from another technology can lose far more than
+  ``outlier_fraction`` (10-30 % on several dev and validation tasks; a pooled
+  fallback was measured and not adopted, ``benchmarks/results_scnym.md``
+  "Session 14"); ``min_confidence=0.5`` without ``reject`` is milder. Not in the paper:
   ``reject_score="distance"`` rejects by the mean distance of a cell's
   (penultimate-layer) embedding to its ``reject_neighbors`` nearest reference
   cells. A cell is rejected when that distance exceeds both its predicted
