@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pybridge  # noqa: E402
+from benchmarks.tasks import VALIDATION_PAIRS  # noqa: E402  (the suite's held-out task list)
 from pybridge.data import align_columns, get_counts, log_cpm, shared_genes  # noqa: E402
 
 PANC8_TECHS = ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
@@ -85,20 +86,12 @@ def unseen_tasks(data: Path) -> dict:
 
 
 def validation_tasks(data: Path) -> dict:
-    """Held-out check tasks: the reverse direction or another plate of the dev datasets. No default or option was
-    chosen on them (added in session 14, after the options were fixed)."""
+    """Held-out check tasks (``benchmarks.tasks.VALIDATION_PAIRS``): the reverse direction or another plate of the
+    dev datasets. No default or option was chosen on them (added in session 14, after the options were fixed)."""
     def f(name):
         return lambda: ad.read_h5ad(data / f"{name}.h5ad")
 
-    five = {p: f(f"cellbench_sc_celseq2_5cl_{p}") for p in ("p1", "p2", "p3")}
-    return {
-        "baron_mouse2->1": (f("baron_mouse2"), f("baron_mouse1")),
-        "cellbench_dropseq->celseq2": (f("cellbench_sc_dropseq"), f("cellbench_sc_celseq2")),
-        "cellbench_5cl_p1->p2": (five["p1"], five["p2"]),
-        "cellbench_5cl_p2->p3": (five["p2"], five["p3"]),
-        "cellbench_5cl_p3->p1": (five["p3"], five["p1"]),
-        "zheng_test->train": (f("casi_zheng_sorted_test"), f("casi_zheng_sorted_train")),
-    }
+    return {name: (f(r), f(q)) for name, (r, q) in VALIDATION_PAIRS.items()}
 
 
 def logreg(reference, query, labels_key="cell_type"):
