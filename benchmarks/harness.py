@@ -525,8 +525,8 @@ def main(argv=None) -> int:
 
     md = args.results_md or (args.out / "RESULTS.md")
     info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
-            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads, "seed": args.seed,
-            "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
+            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads,
+            "seed": args.seed, "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
     (args.out / "run_info.json").write_text(json.dumps(info))
     write_report(df, args.out, md, run_info=info)
     print(f"[bench] wrote {args.out / 'results.csv'} and {md}")
