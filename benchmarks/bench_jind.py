@@ -28,7 +28,6 @@ import time
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -39,28 +38,15 @@ sys.path.insert(0, str(ROOT))
 import pybridge  # noqa: E402
 from pybridge.models.jind import JIND  # noqa: E402
 
-PANC8_TECHS = ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
+from benchmarks.tasks import PANC8_TECHS, load_pair  # noqa: E402  (the suite's task list and loader)
+
+#: the suite's dev tasks this script runs (all but 5cl)
+TASKS = [f"panc8:{t}" for t in PANC8_TECHS] + ["baron_mouse1->2", "cellbench_celseq2->dropseq", "zheng_train->test"]
 
 
 def dev_tasks(data: Path) -> dict:
     """name -> zero-argument loader returning (reference, query)."""
-
-    def pair(ref_name, query_name):
-        return lambda: (ad.read_h5ad(data / f"{ref_name}.h5ad"), ad.read_h5ad(data / f"{query_name}.h5ad"))
-
-    def panc8(tech):
-        def load():
-            a = ad.read_h5ad(data / "panc8_small.h5ad")
-            m = (a.obs["batch"] == tech).to_numpy()
-            return a[~m].copy(), a[m].copy()
-
-        return load
-
-    tasks = {f"panc8:{t}": panc8(t) for t in PANC8_TECHS}
-    tasks["baron_mouse1->2"] = pair("baron_mouse1", "baron_mouse2")
-    tasks["cellbench_celseq2->dropseq"] = pair("cellbench_sc_celseq2", "cellbench_sc_dropseq")
-    tasks["zheng_train->test"] = pair("casi_zheng_sorted_train", "casi_zheng_sorted_test")
-    return tasks
+    return {name: (lambda name=name: load_pair(data, name)) for name in TASKS}
 
 
 def score(labels, raw_labels, truth, ref_classes) -> dict:

@@ -31,17 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pybridge  # noqa: E402
-from benchmarks.tasks import VALIDATION_PAIRS  # noqa: E402  (the suite's held-out task list)
+from benchmarks.tasks import PAIRS, PANC8_TECHS, VALIDATION_PAIRS  # noqa: E402  (the suite's task lists)
 from pybridge.data import align_columns, get_counts, log_cpm, shared_genes  # noqa: E402
 
-PANC8_TECHS = ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
+
+def _file(data: Path, name: str):
+    """A loader of ``<data>/<name>.h5ad`` that reads only when called."""
+    return lambda: ad.read_h5ad(data / f"{name}.h5ad")
 
 
 def dev_tasks(data: Path) -> dict:
     """name -> (reference loader, query loader); loaders defer reading until used."""
-    def f(name):
-        return lambda: ad.read_h5ad(data / f"{name}.h5ad")
-
     def panc8(tech, query):
         def load():
             a = ad.read_h5ad(data / "panc8_small.h5ad")
@@ -50,11 +50,7 @@ def dev_tasks(data: Path) -> dict:
         return load
 
     tasks = {f"panc8:{t}": (panc8(t, False), panc8(t, True)) for t in PANC8_TECHS}
-    tasks["baron_mouse1->2"] = (f("baron_mouse1"), f("baron_mouse2"))
-    tasks["cellbench_celseq2->dropseq"] = (f("cellbench_sc_celseq2"), f("cellbench_sc_dropseq"))
-    tasks["cellbench_5cl_p1->p3"] = (f("cellbench_sc_celseq2_5cl_p1"), f("cellbench_sc_celseq2_5cl_p3"))
-    tasks["zheng_train->test"] = (f("casi_zheng_sorted_train"), f("casi_zheng_sorted_test"))
-    return tasks
+    return tasks | {name: (_file(data, r), _file(data, q)) for name, (r, q) in PAIRS.items()}
 
 
 def unseen_tasks(data: Path) -> dict:
@@ -65,14 +61,14 @@ def unseen_tasks(data: Path) -> dict:
             return a[(a.obs["cell_type"].astype(str) != cell_type).to_numpy()].copy()
         return inner
 
-    def f(name):
-        return lambda: ad.read_h5ad(data / f"{name}.h5ad")
-
     def panc8(techs):
         def load():
             a = ad.read_h5ad(data / "panc8_small.h5ad")
             return a[a.obs["batch"].isin(techs).to_numpy()].copy()
         return load
+
+    def f(name):
+        return _file(data, name)
 
     five_p1, five_p3 = f("cellbench_sc_celseq2_5cl_p1"), f("cellbench_sc_celseq2_5cl_p3")
     return {
@@ -88,10 +84,7 @@ def unseen_tasks(data: Path) -> dict:
 def validation_tasks(data: Path) -> dict:
     """Held-out check tasks (``benchmarks.tasks.VALIDATION_PAIRS``): the reverse direction or another plate of the
     dev datasets. No default or option was chosen on them (added in session 14, after the options were fixed)."""
-    def f(name):
-        return lambda: ad.read_h5ad(data / f"{name}.h5ad")
-
-    return {name: (f(r), f(q)) for name, (r, q) in VALIDATION_PAIRS.items()}
+    return {name: (_file(data, r), _file(data, q)) for name, (r, q) in VALIDATION_PAIRS.items()}
 
 
 def logreg(reference, query, labels_key="cell_type"):

@@ -68,6 +68,7 @@ QUICK_CLUSTERING = ["cellbench_sc_celseq2_5cl_p2"]
 #: --task-set -> (reference -> query tasks, clustering sets)
 TASK_SETS = {"dev": (ANNOTATION_TASKS, CLUSTERING_SETS), "validation": (VALIDATION_TASKS, [])}
 TRANSFER_TASKS = ANNOTATION_TASKS + VALIDATION_TASKS
+_FILE_PAIRS = PAIRS | VALIDATION_PAIRS  # every task read from two files (panc8 tasks are cut from one)
 
 
 @dataclass
@@ -106,10 +107,9 @@ def load_pair(data: Path, name: str):
         if not m.any():
             raise ValueError(f"No panc8 cells of technology {tech!r}.")
         return a[~m].copy(), a[m].copy()
-    pairs = PAIRS | VALIDATION_PAIRS
-    if name not in pairs:
+    if name not in _FILE_PAIRS:
         raise ValueError(f"Unknown task {name!r}; known: {', '.join(TRANSFER_TASKS)}.")
-    r, q = pairs[name]
+    r, q = _FILE_PAIRS[name]
     return _read(data / f"{r}.h5ad"), _read(data / f"{q}.h5ad")
 
 
