@@ -1,9 +1,9 @@
 """scNym on the reference -> query dev tasks, next to a logistic-regression baseline.
 
     python benchmarks/bench_scnym.py [--data ../shared/data] [--device cpu] [--tasks panc8:indrop,zheng]
-                                     [--set discovery=true ...] [--csv out.csv]
-    python benchmarks/bench_scnym.py --tasks unseen --set reject=true [--set discovery=false]
-    python benchmarks/bench_scnym.py --tasks validation --seeds 3
+                                     [--set discovery=false ...] [--csv out.csv]
+    python benchmarks/bench_scnym.py --tasks unseen --set reject=true --both-scores [--set discovery=false]
+    python benchmarks/bench_scnym.py --tasks validation --seeds 3 [--first-seed 3]
 
 'validation' is a second set of six tasks (other directions and plates of the same
 datasets) that no setting was chosen on: use it to check that an option that wins
@@ -11,11 +11,14 @@ on the dev tasks is not just fitted to them.
 
 Prints one row per task: accuracy and macro-F1 on query cells whose type is in
 the reference (raw labels, before rejection), the rejected fraction of those
-cells, the rejected fraction of cells of unseen types, and wall time.
+cells, the rejected fraction of cells of unseen types, and wall time. With
+--both-scores, also the rejected fractions under the other rejection score
+(columns *_dist or *_conf), from the same trained models.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -143,14 +146,22 @@ def run(args) -> pd.DataFrame:
             dt = time.perf_counter() - t0
             rows.append({"task": name, "tool": "logreg (log-CPM)", **score(pred, conf, conf < 0, truth, classes),
                          "seconds": dt})
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
-            res = pybridge.api.compute_scnym(q, ref, seed=seed, device=args.device, verbose=False, **opts)
+            model = pybridge.ScNym(seed=seed, device=args.device, verbose=False, **opts)
+            model.fit(ref, labels_key="cell_type", query=q)
+            res = model.predict(q)
             dt = time.perf_counter() - t0
-            rows.append({"task": name, "tool": f"pybridge scNym{' ' + str(opts) if opts else ''}",
-                         **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
-                         "seconds": dt, "seed": seed,
-                         "epochs": res.params["training"]["epochs_trained"]})
+            row = {"task": name, "tool": f"pybridge scNym{' ' + str(opts) if opts else ''}",
+                   **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
+                   "seconds": dt, "seed": seed, "epochs": res.params["training"]["epochs_trained"]}
+            if args.both_scores:
+                # the same trained model, with the other rejection score (training does not depend on it)
+                other = "distance" if model.config.rejection_score == "confidence" else "confidence"
+                model.config = dataclasses.replace(model.config, reject=True, reject_score=other)
+                alt = score(*(lambda r: (r.raw_labels, r.confidence, r.rejected))(model.predict(q)), truth, classes)
+                row.update({f"{k}_{other[:4]}": alt[k] for k in ("rej_seen", "rej_unseen") if k in alt})
+            rows.append(row)
         print(pd.DataFrame(rows[-(args.seeds + (0 if args.skip_baseline else 1)):]).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
@@ -163,6 +174,9 @@ def main():
                    help="comma-separated task names (default: the 9 dev tasks); 'unseen': six tasks with a type "
                         "missing from the reference; 'validation': six held-out check tasks")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed, ..., first-seed + seeds - 1")
+    p.add_argument("--both-scores", action="store_true",
+                   help="also score the other rejection rule (confidence / distance) on the same trained models")
     p.add_argument("--set", action="append", help="scNym option key=value (JSON values)")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--csv", default=None)
@@ -171,7 +185,8 @@ def main():
     print("\n=== all tasks ===")
     print(df.to_string(index=False))
     print("\n=== mean over tasks ===")
-    cols = [c for c in ("acc", "macro_f1", "rej_seen", "rej_unseen", "auroc_unseen", "seconds") if c in df]
+    cols = [c for c in ("acc", "macro_f1", "rej_seen", "rej_unseen", "auroc_unseen", "rej_seen_dist",
+                        "rej_unseen_dist", "rej_seen_conf", "rej_unseen_conf", "seconds") if c in df]
     print(df.groupby("tool")[cols].mean().to_string())
     if args.csv:
         df.to_csv(args.csv, index=False)
