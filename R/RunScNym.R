@@ -56,22 +56,27 @@
 #' @param device `"auto"` (CUDA when available), `"cpu"` or `"cuda"`.
 #' @param verbose Show messages and a progress bar.
 #' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
-#'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE`,
-#'   `n_top_genes = 2000` (train on the genes among the 2000 most variable of
-#'   the reference or of the query, by normalised dispersion, rather than on
-#'   every shared gene; steadier when the two differ much in composition;
-#'   `top.genes.flavor = "seurat_v3"` ranks as `FindVariableFeatures()`'s
-#'   "vst" does), `domain_key = "batch"` (a metadata column
-#'   present in both objects),
-#'   `discovery = TRUE, reject = TRUE, reject.score = "distance"` (when the
-#'   query may hold cell types the reference lacks: cells far from every
-#'   reference cell in the embedding become `"Unassigned"`; on casi_zheng this
-#'   caught 95-100 % of the missing B cells, but it misses types that resemble a
-#'   reference type). With `reject = TRUE` and a small reference (fewer than
-#'   about 200 cells per type) each type's threshold is its least confident
-#'   validation cell, and a query from another technology can lose 10-30 % of
-#'   its cells to `"Unassigned"`; `min.confidence = 0.5` without `reject` is
-#'   the milder rule.
+#'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE` (label cells
+#'   that match no reference type `"Unassigned"`), `discovery = FALSE`, `n_top_genes
+#'   = 2000`, `domain_key = "batch"` (a metadata column present in both
+#'   objects). scNym runs in the paper's "new cell type discovery" mode by
+#'   default (`discovery = TRUE`, as the authors' own `scnym_api()`): only query
+#'   cells predicted with confidence >= 0.9 shape the training, so cells of a
+#'   type the reference lacks stay apart. With `reject = TRUE` it then rejects
+#'   cells far from every reference cell in the embedding (`reject.score =
+#'   "distance"`): on casi_zheng 95-100 % of the B cells the reference lacks
+#'   were rejected at 3-5 % of the other cells, but a missing type that
+#'   resembles a reference type is often not caught. When the query holds only
+#'   the reference's types in very different proportions, `discovery = FALSE,
+#'   n_top_genes = 2000` (train on the genes among the 2000 most variable of
+#'   the reference or of the query, by normalised dispersion, instead of every
+#'   shared gene; `top.genes.flavor = "seurat_v3"` ranks as
+#'   `FindVariableFeatures()`'s "vst" does) was steadier and faster. With
+#'   `discovery = FALSE, reject = TRUE` the rejection uses per-class confidence
+#'   thresholds; with a small reference (fewer than about 200 cells per type)
+#'   each type's threshold is its least confident validation cell, and a query
+#'   from another technology can lose 10-30 % of its cells to `"Unassigned"`;
+#'   `min.confidence = 0.5` without `reject` is the milder rule.
 #' @return `object` with the results added.
 #' @seealso [TrainScNym()], [use_pybridge()]
 #' @rdname RunScNym

@@ -70,10 +70,10 @@ def main(argv=None) -> int:
 
     # ------------------------------------------------------------------ AnnData API
     section("scNym and JIND through the AnnData API")
-    # discovery=True keeps unconfident query cells out of the pseudolabel and adversarial
-    # losses (the paper's setting for new cell types); reject=True adds per-class thresholds.
-    pybridge.scnym(query, ref, labels_key="cell_type", seed=0, n_epochs=args.epochs, discovery=True, reject=True,
-                   verbose=False)
+    # scNym's default discovery mode keeps unconfident query cells out of the pseudolabel and
+    # adversarial losses (the paper's setting for new cell types); reject=True then labels cells
+    # far from every reference cell in the embedding "Unassigned".
+    pybridge.scnym(query, ref, labels_key="cell_type", seed=0, n_epochs=args.epochs, reject=True, verbose=False)
     pybridge.jind(query, ref, labels_key="cell_type", seed=0, n_epochs=min(args.epochs, 30), verbose=False)
     print("new obs columns:", [c for c in query.obs.columns if c.startswith(("scnym", "jind"))])
     print("new obsm entries:", list(query.obsm.keys()))

@@ -84,7 +84,7 @@ def scnym(
     Writes ``obs[key_added]``, ``obs[key_added + '_confidence']``,
     ``obsm[key_added + '_probabilities']`` (classes in ``uns[key_added]['classes']``),
     ``obsm['X_' + key_added]`` and ``uns[key_added]``. ``config_overrides`` are
-    :class:`pybridge.ScNymConfig` options, e.g. ``discovery=True, reject=True``.
+    :class:`pybridge.ScNymConfig` options, e.g. ``reject=True`` or ``discovery=False``.
     Returns the annotated copy when ``copy=True``, else ``None``.
     """
     _check_inputs(query, reference)

@@ -6,7 +6,7 @@
     pybridge cluster  --method cicl --input data.h5ad --out clustered.h5ad [--n-clusters K]
 
 Method options go through ``--set key=value`` (repeatable), e.g.
-``--set discovery=true --set n_epochs=100``. Bad input exits with status 2
+``--set reject=true --set n_epochs=100``. Bad input exits with status 2
 and a one-line reason; ``--quiet`` silences progress output.
 """
 from __future__ import annotations

@@ -4,7 +4,8 @@
 # five technologies (Baron inDrop, Grün CEL-seq, Muraro CEL-seq2, Lawlor
 # Fluidigm C1, Segerstolpe Smart-seq2), 100 each, with curated cell types.
 # The inDrop cells are the query, the other four technologies the reference;
-# scNym trains with the paper's defaults (up to 400 epochs, early stopping).
+# scNym trains with pybridge's defaults (the paper's network and losses in its
+# "new cell type discovery" mode; up to 400 epochs, early stopping).
 #
 # Prints a per-class accuracy table against the known labels, the overall
 # accuracy and a confidence summary, and writes to out/ (or the directory given

@@ -29,19 +29,17 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   20, so the paper's rule and the API agree). See ``n_epochs``.
 * Forward passes: the reference code makes three train-mode passes per step
   (mixed query, mixed reference, unmixed adversary batch), so BatchNorm
-  normalises each with its own statistics. By default (``joint_forward=None``)
-  pybridge puts the three batches through the network in one pass, so BatchNorm
-  sees both domains together, except in discovery mode and without the
-  adversary, which use separate passes like the reference code. The joint
-  pass is not faster on CPU (1.15 vs 1.18 s per Zheng epoch on 2 cores); it
-  stays the default because it
-  scored higher on the nine dev tasks over seeds 0-2 (mean accuracy 0.950 vs
-  0.939; all of the gap is baron, 0.80-0.93 vs 0.74-0.75; the other tasks
-  agree within a cell or two; benchmarks/results_scnym.md).
-  In discovery mode the joint pass was unstable (see below), and so was
-  MixMatch without the adversary (``use_adversary=False``: panc8 fluidigmc1
-  0.08 / 0.56 / 0.08 over seeds 0-2, separate passes 0.98 / 0.97 / 0.97), so
-  both use separate passes. ``True`` / ``False`` force one or the other.
+  normalises each with its own statistics. pybridge does the same in
+  discovery mode (the default) and without the adversary. With
+  ``discovery=False`` it puts the three batches through the network in one
+  pass by default (``joint_forward=None``), so BatchNorm sees both domains
+  together: in that mode the joint pass scored higher on the nine dev tasks
+  over seeds 0-2 (mean accuracy 0.950 vs 0.939; all of the gap is baron), while
+  in discovery mode, and for MixMatch without the adversary, it could collapse
+  (panc8 fluidigmc1: most query cells sent to one class in three of five
+  seeds; separate passes 0.96-0.98; benchmarks/results_scnym.md). The joint
+  pass is not faster on CPU (1.15 vs 1.18 s per Zheng epoch on 2 cores).
+  ``True`` / ``False`` force one or the other.
 * Batches: a reference or query smaller than one batch is used whole (the
   reference code loops forever when the query is smaller than a batch).
 * Validation split: stratified by class (the reference code splits at random).
@@ -55,56 +53,60 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
   genes on the dev tasks; the query side uses no labels, like Seurat's
   ``SelectIntegrationFeatures``); ``top_genes_from="reference"`` takes the
   reference's N only. log-CPM is still computed on all of a dataset's genes.
-  Measured with 2000 and ``reject=True``, seeds 0-2 (``benchmarks/
-  results_scnym.md``): baron mouse1 -> 2 0.96 (all genes 0.85, seed-dependent
-  0.80-0.93; reference genes only 0.954), Zheng 0.955 (all genes 0.975,
-  reference only 0.942), in a third to half the time. Zheng's unseen B cells
-  are rejected less than with all genes: genes that mark only a type the
-  reference lacks count little in this choice. So it suits queries expected
-  to hold the reference's types only.
+  Measured with 2000, ``discovery=False`` and ``reject=True``, seeds 0-2
+  (``benchmarks/results_scnym.md``): baron mouse1 -> 2 0.96 (all genes 0.85,
+  seed-dependent 0.80-0.93; reference genes only 0.954), Zheng 0.955 (all
+  genes 0.975, reference only 0.942), in a third to half the time. Zheng's
+  unseen B cells are rejected less than with all genes: genes that mark only a
+  type the reference lacks count little in this choice. So it suits queries
+  expected to hold the reference's types only, together with
+  ``discovery=False`` (with discovery mode baron fell to 0.86-0.93).
   ``top_genes_flavor="seurat_v3"`` ranks raw counts by Seurat's "vst"
   standardised variance instead (``FindVariableFeatures``' default; 1997 of
   Seurat's top 2000 on casi_zheng): Zheng 0.965-0.972 over seeds 0-2, but
   baron 0.78-0.82, so it is not the default (``results_scnym.md``).
-* Discovery mode (``discovery=True``): the paper's "new cell type discovery"
-  configuration: only pseudolabels with confidence >= 0.9 take part in MixMatch
-  and in the adversary. Use it with ``reject=True`` when the query may hold
-  types the reference lacks: on six held-out-type tasks it raised the rejected
-  fraction of the missing type from 20 % to 69 % (benchmarks/results_scnym.md).
-  It is off by default (as in the paper's main experiments; the reference
-  code's API turns it on). With one joint forward pass it detected more (85 %)
-  but could collapse: on one of the nine dev tasks (panc8 fluidigmc1) three of
-  five seeds sent most query cells to one class; with separate passes (its
-  default here) all five seeds scored 0.96-0.97 and the nine dev tasks 0.951 on
-  average. Check the predicted composition when using it.
+* Discovery mode (``discovery=True``, the default): the paper's "new cell type
+  discovery" configuration: only query cells whose pseudolabel confidence is
+  >= 0.9 take part in MixMatch and in the adversary, so cells of a type the
+  reference lacks are not pulled onto a reference type. The paper's main
+  benchmarks run without it and report that it costs a little accuracy when
+  every type is shared; the reference code's API (``scnym_api``) turns it on by
+  default, and so does pybridge, on these measurements (``results_scnym.md``,
+  "Session 15"): nine dev tasks (all types shared) 0.949 over seeds 0-4
+  against 0.950 without (seeds 0-2); six held-out validation tasks 0.982
+  against 0.978 (seeds 0-2); six tasks with a type missing from the
+  reference, accuracy on the shared types 0.937 against 0.925 and the missing
+  type's confidence AUROC 0.88 against 0.70 (seeds 0-2). ``discovery=False``
+  is the paper's main configuration.
 * Class balance: like the paper, no balancing by default; ``balanced_classes=True``
   samples reference cells with weights 1/n_class (the reference code's option).
-* Rejection (``reject=True``): JIND-style per-class thresholds from the
-  validation predictions (shared with the other classifiers); scNym's own
-  rule, confidence < 0.5, is ``min_confidence=0.5``. With a small reference
-  (fewer than 1 / ``outlier_fraction`` validation cells in a class, i.e.
-  under ~200 reference cells of it) a class's threshold is its least confident
+* Rejection (``reject=True``; not in the paper, whose rule is a fixed
+  confidence cut, ``min_confidence=0.5`` here). Two scores, chosen by
+  ``reject_score``; ``"auto"`` (default) takes ``"distance"`` in discovery mode
+  and ``"confidence"`` without it.
+  ``"confidence"``: JIND-style per-class thresholds from the validation
+  predictions (shared with the other classifiers). With a small reference
+  (fewer than 1 / ``outlier_fraction`` validation cells in a class, i.e. under
+  ~200 reference cells of it) a class's threshold is its least confident
   validation cell, and a query from another technology can lose far more than
   ``outlier_fraction`` (10-30 % on several dev and validation tasks; a pooled
-  fallback was measured and not adopted, ``benchmarks/results_scnym.md``
-  "Session 14"); ``min_confidence=0.5`` without ``reject`` is milder. Not in the paper:
-  ``reject_score="distance"`` rejects by the mean distance of a cell's
-  (penultimate-layer) embedding to its ``reject_neighbors`` nearest reference
-  cells. A cell is rejected when that distance exceeds both its predicted
-  class's threshold from the reference (the 1 - ``outlier_fraction`` quantile
-  of the reference cells' leave-one-out distances) and the query's own outlier
-  bound for that class (median + ``reject_nmads`` MADs of the distances of the
-  query cells predicted as it; 3 as in scater's ``isOutlier``), so a query's
-  rejections depend on the other query cells predicted with it. With
-  ``discovery=True`` on casi_zheng it rejected 100 % of the unseen B cells at
-  3.8 % of the shared cells (confidence thresholds: 66 % at 4.9 %), and 6.2 %
-  of the cells on the nine dev tasks (13.6 %); but on five tasks made by
-  removing one type from a reference it caught 0-54 % of the removed type
-  (confidence thresholds 49-96 %), so it is an option, not the default. In the
-  default (non-discovery) mode the adversary pulls unseen cells onto the
-  reference and the distance does not catch them (1 % of Zheng's B cells;
-  benchmarks/results_scnym.md). The reference embeddings (at most
-  ``reject_max_reference`` cells) are saved with the model.
+  fallback was measured and not adopted, ``results_scnym.md`` "Session 14").
+  ``"distance"``: the mean distance of a cell's (penultimate-layer) embedding to
+  its ``reject_neighbors`` nearest reference cells. A cell is rejected when
+  that distance exceeds both its predicted class's threshold from the
+  reference (the 1 - ``outlier_fraction`` quantile of the reference cells'
+  leave-one-out distances) and the query's own outlier bound for that class
+  (median + ``reject_nmads`` MADs of the distances of the query cells predicted
+  as it; 3 as in scater's ``isOutlier``), so a query's rejections depend on the
+  other query cells predicted with it. In discovery mode, seeds 0-4, it
+  rejected 95-100 % of casi_zheng's unseen B cells at 2.8-5.0 % of the shared
+  cells (confidence thresholds: 45-97 % at 4.7-8.7 %) and 4-8 % of known-type
+  cells on the dev and held-out-type tasks (confidence thresholds 10-16 %); but
+  it catches a missing type that resembles a reference type less often (21 %
+  vs 77 % on five tasks made by removing a type from a reference, seeds 0-2).
+  Without discovery the adversary pulls unseen cells onto the reference and
+  the distance does not catch them, hence "auto". The reference embeddings (at
+  most ``reject_max_reference`` cells) are saved with the model.
 """
 from __future__ import annotations
 
@@ -154,14 +156,14 @@ class ScNymConfig:
     adv_ramp: str = "sigmoid"
     use_ssl: bool = True
     use_adversary: bool = True
-    discovery: bool = False
+    discovery: bool = True  # the reference code's API default ("new_identity_discovery"); False: the paper's main runs
     pseudolabel_min_confidence: float = 0.9  # used in discovery mode
-    joint_forward: bool | None = None  # one pass for all batches; None: joint, except in discovery mode / no adversary
+    joint_forward: bool | None = None  # one pass for all batches; None: joint only without discovery, with adversary
     balanced_classes: bool = False  # sample reference cells with weights 1/n_class (reference-code option)
     reject: bool = False
     outlier_fraction: float = 0.05
     min_confidence: float = 0.0  # cells below this top probability are also Unassigned when > 0
-    reject_score: str = "confidence"  # or "distance": k-NN distance to the reference in the embedding
+    reject_score: str = "auto"  # "confidence", "distance" (k-NN distance in the embedding); auto: by discovery
     reject_neighbors: int = 5  # k of the "distance" score
     reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
     reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
@@ -176,6 +178,14 @@ class ScNymConfig:
             return self.joint_forward
         return not self.discovery and self.use_adversary
 
+    @property
+    def rejection_score(self) -> str:
+        """The score ``reject=True`` uses (``reject_score``, resolved): "auto" is "distance" in discovery mode and
+        "confidence" without it (there the adversary pulls unseen cells onto the reference, and distance misses them)."""
+        if self.reject_score != "auto":
+            return self.reject_score
+        return "distance" if self.discovery else "confidence"
+
     def __post_init__(self):
         for name in ("ssl_ramp", "adv_ramp"):
             if getattr(self, name) not in ("sigmoid", "linear"):
@@ -186,8 +196,8 @@ class ScNymConfig:
             raise ValueError("mask_fraction must be in [0, 1).")
         if self.n_hidden_layers < 1:
             raise ValueError("n_hidden_layers must be at least 1.")
-        if self.reject_score not in ("confidence", "distance"):
-            raise ValueError(f"reject_score must be 'confidence' or 'distance', not {self.reject_score!r}.")
+        if self.reject_score not in ("auto", "confidence", "distance"):
+            raise ValueError(f"reject_score must be 'auto', 'confidence' or 'distance', not {self.reject_score!r}.")
         if self.reject_neighbors < 1 or self.reject_max_reference < 2 or self.reject_nmads <= 0:
             raise ValueError("reject_neighbors must be >= 1, reject_max_reference >= 2 and reject_nmads > 0.")
         if self.n_top_genes is not None and self.n_top_genes < 10:
@@ -483,7 +493,9 @@ class ScNym(BaseAnnotator):
         use_adv = adv is not None
         parts = [x_in] + ([u_in] if u_in is not None else []) + ([dan_x] if use_adv else [])
         sizes = [len(p_) for p_ in parts]
-        if cfg.joint_pass:
+        # BatchNorm cannot normalise a train-mode batch of one cell (a query of one cell): such a step goes
+        # through the network in one joint pass
+        if cfg.joint_pass or min(sizes) < 2:
             h_all = net.embed(torch.cat(parts))
             hs = list(torch.split(h_all, sizes))
         else:
@@ -527,8 +539,14 @@ class ScNym(BaseAnnotator):
                                                         cfg.reject_neighbors, cfg.outlier_fraction)
 
     def _rejected(self, probs, embedding):
-        if self.config.reject_score == "confidence":
-            return super()._rejected(probs, embedding)
+        score = self.config.rejection_score
+        if score == "distance" and self.bank_ is None and self.config.reject_score == "auto":
+            logger.warning("scnym: this model has no reference embeddings (saved by an older pybridge); "
+                           "rejecting by confidence thresholds instead of distance.")
+            score = "confidence"
+        if score == "confidence":
+            rejected, _ = super()._rejected(probs, embedding)
+            return rejected, {"reject_score": "confidence"}
         if self.bank_ is None:
             raise ValueError("reject_score='distance' needs the reference embeddings, which this model does not have "
                              "(saved by an older pybridge, or a reference of one cell); refit, or use "
