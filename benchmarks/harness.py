@@ -57,11 +57,12 @@ class Tool:
 TOOLS = {t.name: t for t in [
     Tool("pybridge_scnym", "pybridge", "py", True, "", full={"reject": True},
          quick={"reject": True, "n_epochs": 3, "min_epochs": 1}, label="pybridge scNym"),
-    # the opt-in gene selection (the reference's and the query's 2000 most dispersed genes), for users whose query
-    # holds only the reference's types
-    Tool("pybridge_scnym_top2000", "pybridge", "py", True, "", full={"reject": True, "n_top_genes": 2000},
-         quick={"reject": True, "n_top_genes": 2000, "n_epochs": 3, "min_epochs": 1},
-         label="pybridge scNym (n_top_genes=2000)"),
+    # the setting suggested for a query that holds only the reference's types: the paper's main configuration
+    # (no discovery mode) on the genes among the reference's and the query's 2000 most dispersed
+    Tool("pybridge_scnym_top2000", "pybridge", "py", True, "",
+         full={"reject": True, "discovery": False, "n_top_genes": 2000},
+         quick={"reject": True, "discovery": False, "n_top_genes": 2000, "n_epochs": 3, "min_epochs": 1},
+         label="pybridge scNym (discovery=False, n_top_genes=2000)"),
     Tool("pybridge_jind", "pybridge", "py", True, "", quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
          label="pybridge JIND"),
     Tool("pybridge_itclust", "pybridge", "py", True, "transfer",

@@ -348,9 +348,11 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
           "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
           "are excluded from accuracy / F1 and scored as 'unseen'.",
           "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
-          "`reject=True` (JIND-style per-class thresholds; training unchanged) so that it has a rejection rule, "
-          "and once more with the opt-in `n_top_genes=2000` (trained on the genes among the 2000 most dispersed of "
-          "the reference or of the query; the panc8 files hold 2000 genes, so there it equals the default); "
+          "`reject=True` (in its default discovery mode: rejection by distance to the reference in the embedding; "
+          "training unchanged) so that it has a rejection rule, and once more as `discovery=False, "
+          "n_top_genes=2000` (the paper's main configuration, with per-class confidence thresholds, trained on the "
+          "genes among the 2000 most dispersed of the reference or of the query; the panc8 files hold 2000 genes, "
+          "so there it is that configuration on every gene); "
           "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
           "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
           "clustering (ARI/NMI of its clusters).",
