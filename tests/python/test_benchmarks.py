@@ -88,7 +88,7 @@ def test_every_pybridge_annotator_tool_maps_to_a_method(monkeypatch):
     ours = {n for n, t in ALL.items() if t.group == "pybridge" and t.annotation and n != "pybridge_itclust"}
     assert ours == set(PYBRIDGE_ANNOTATORS)
     assert PYBRIDGE_ANNOTATORS["pybridge_scnym_top2000"] == "scnym"
-    assert ALL["pybridge_scnym_top2000"].full == {"reject": True, "n_top_genes": 2000}
+    assert ALL["pybridge_scnym_top2000"].full == {"reject": True, "discovery": False, "n_top_genes": 2000}
 
 
 def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, monkeypatch):
