@@ -340,6 +340,23 @@ def test_forward_pass_mode_resolves_per_setting():
     assert not C(discovery=False, joint_forward=False).joint_pass
 
 
+def test_auto_rejection_without_reference_embeddings_uses_the_thresholds(fitted):
+    # a model saved before the reference embeddings were kept has no bank: "auto" falls back to the per-class
+    # thresholds, an explicit "distance" says what to do
+    model, _, q = fitted
+    for score in ("auto", "distance"):
+        m = pybridge.ScNym(seed=3, reject=True, reject_score=score, **FAST)
+        m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+        m.bank_ = None
+        if score == "distance":
+            with pytest.raises(ValueError, match="needs the reference embeddings"):
+                m.predict(q)
+            continue
+        res = m.predict(q)
+        assert res.params["reject_score"] == "confidence"
+        np.testing.assert_array_equal(res.rejected, res.confidence < model.thresholds_[res.probabilities.argmax(1)])
+
+
 def test_rejection_score_auto_follows_discovery_mode():
     C = pybridge.ScNymConfig
     assert C().discovery and C().reject_score == "auto" and C().rejection_score == "distance"
