@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -70,9 +71,7 @@ def unseen_tasks(data: Path) -> dict:
             return a[a.obs["batch"].isin(techs).to_numpy()].copy()
         return load
 
-    def f(name):
-        return _file(data, name)
-
+    f = functools.partial(_file, data)
     five_p1, five_p3 = f("cellbench_sc_celseq2_5cl_p1"), f("cellbench_sc_celseq2_5cl_p3")
     return {
         "zheng_train->test": dev_tasks(data)["zheng_train->test"],
@@ -159,7 +158,8 @@ def run(args) -> pd.DataFrame:
                 # the same trained model, with the other rejection score (training does not depend on it)
                 other = "distance" if model.config.rejection_score == "confidence" else "confidence"
                 model.config = dataclasses.replace(model.config, reject=True, reject_score=other)
-                alt = score(*(lambda r: (r.raw_labels, r.confidence, r.rejected))(model.predict(q)), truth, classes)
+                res = model.predict(q)
+                alt = score(res.raw_labels, res.confidence, res.rejected, truth, classes)
                 row.update({f"{k}_{other[:4]}": alt[k] for k in ("rej_seen", "rej_unseen") if k in alt})
             rows.append(row)
         print(pd.DataFrame(rows[-(args.seeds + (0 if args.skip_baseline else 1)):]).to_string(index=False), flush=True)

@@ -539,19 +539,19 @@ class ScNym(BaseAnnotator):
                                                         cfg.reject_neighbors, cfg.outlier_fraction)
 
     def _rejected(self, probs, embedding):
-        score = self.config.rejection_score
-        if score == "distance" and self.bank_ is None and self.config.reject_score == "auto":
+        cfg = self.config
+        score = cfg.rejection_score
+        if score == "distance" and self.bank_ is None:
+            if cfg.reject_score != "auto":
+                raise ValueError("reject_score='distance' needs the reference embeddings, which this model does not "
+                                 "have (saved by an older pybridge, or a reference of one cell); refit, or use "
+                                 "reject_score='confidence'.")
             logger.warning("scnym: this model has no reference embeddings (saved by an older pybridge); "
                            "rejecting by confidence thresholds instead of distance.")
             score = "confidence"
         if score == "confidence":
             rejected, _ = super()._rejected(probs, embedding)
             return rejected, {"reject_score": "confidence"}
-        if self.bank_ is None:
-            raise ValueError("reject_score='distance' needs the reference embeddings, which this model does not have "
-                             "(saved by an older pybridge, or a reference of one cell); refit, or use "
-                             "reject_score='confidence'.")
-        cfg = self.config
         d = knn_distances(embedding, self.bank_, cfg.reject_neighbors)
         pred = probs.argmax(axis=1)
         tau = np.maximum(self.distance_thresholds_,

@@ -1,6 +1,7 @@
 """scNym: invariants, determinism, persistence, gene alignment, real-data accuracy and discovery mode."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -148,11 +149,17 @@ def test_query_smaller_than_a_batch_trains(panc8_pair):
     assert res.labels.shape == (1,)
 
 
+def with_options(model, **options):
+    """The fitted ``model`` with other prediction-time options (a shallow copy: the fit is shared)."""
+    other = copy.copy(model)
+    other.config = dataclasses.replace(model.config, **options)
+    return other
+
+
 def test_rejection_thresholds(fitted):
     model, _, q = fitted
     assert model.thresholds_.shape == (len(model.classes_),)
-    model_rej = pybridge.ScNym(seed=3, reject=True, reject_score="confidence", outlier_fraction=0.3, **FAST)
-    model_rej.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    model_rej = with_options(model, reject=True, reject_score="confidence", outlier_fraction=0.3)
     res = model_rej.predict(q)
     assert res.rejected.any()
     low = res.confidence < model.thresholds_[res.probabilities.argmax(1)]
@@ -345,8 +352,7 @@ def test_auto_rejection_without_reference_embeddings_uses_the_thresholds(fitted)
     # thresholds, an explicit "distance" says what to do
     model, _, q = fitted
     for score in ("auto", "distance"):
-        m = pybridge.ScNym(seed=3, reject=True, reject_score=score, **FAST)
-        m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+        m = with_options(model, reject=True, reject_score=score)
         m.bank_ = None
         if score == "distance":
             with pytest.raises(ValueError, match="needs the reference embeddings"):
