@@ -33,7 +33,9 @@ functions that need it.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import gc
 import inspect
 import json
 import math
@@ -542,10 +544,32 @@ def register() -> None:
     fn = ri.rternalize(_callback)
     # keep the Python side of the R closure alive: rpy2 holds only a handle, and
     # R calling a collected handle aborts the process
+    if not _keepalive:
+        atexit.register(_release_callbacks)
     _keepalive.append(fn)
     ro.r("options")(**{R_CALLBACK_OPTION: fn})
     _registered = True
     logger.info("registered the pybridge rpy2 callback in R")
+
+
+def _release_callbacks() -> None:
+    """At exit, while rpy2 is still whole: unset the R option and drop the handles.
+
+    Left to the interpreter's teardown, rpy2's finalizers run after its own
+    module globals are gone and print ``TypeError: 'NoneType' object is not
+    callable`` (harmless, but noise at the end of every session).
+    """
+    global _registered
+    try:
+        import rpy2.rinterface as ri
+        import rpy2.robjects as ro
+
+        ro.r("options")(**{R_CALLBACK_OPTION: ri.NULL})
+    except Exception:  # R already ended: nothing left to unset
+        pass
+    _keepalive.clear()
+    _registered = False
+    gc.collect()
 
 
 def _r_package(ro):

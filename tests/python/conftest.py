@@ -1,6 +1,7 @@
 """Shared fixtures: the real datasets in ../shared/data (skipped when absent) and small slices of them."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -13,6 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("PYBRIDGE_DATA", ROOT.parent / "shared" / "data"))
 
 torch.set_num_threads(int(os.environ.get("PYBRIDGE_TEST_THREADS", "2")))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # free R objects left in reference cycles while rpy2 is still whole (at interpreter teardown
+    # their finalizers print "TypeError: 'NoneType' object is not callable")
+    gc.collect()
 
 
 def load(name: str) -> ad.AnnData:

@@ -174,6 +174,20 @@ def test_unregistered_bridge_is_a_clear_r_error(r):
     assert r.r('is.function(getOption("pybridge.rpy2_callback"))')[0]
 
 
+def test_exit_handler_unsets_the_callback_and_register_restores_it(r):
+    import pybridge.r as pr
+
+    pr._release_callbacks()  # what runs at interpreter exit
+    try:
+        assert r.r('is.null(getOption("pybridge.rpy2_callback"))')[0]
+        assert pr._keepalive == []
+    finally:
+        pr.register()
+    assert r.r('is.function(getOption("pybridge.rpy2_callback"))')[0]
+    assert len(pr._keepalive) == 1
+    assert r.r('ncol(RunScNym(sce_q, sce_r, n_epochs = 2, verbose = FALSE)) == ncol(sce_q)')[0]
+
+
 def test_saved_model_and_h5ad_reference_through_rpy2(r, tmp_path, data_dir):
     path = tmp_path / "model"
     r.r(f'm <- TrainScNym(seu_r, path = "{path}", n_epochs = 5, device = "cpu", verbose = FALSE)')
