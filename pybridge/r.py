@@ -545,6 +545,7 @@ def register() -> None:
     # keep the Python side of the R closure alive: rpy2 holds only a handle, and
     # R calling a collected handle aborts the process
     if not _keepalive:
+        atexit.unregister(_release_callbacks)  # registered once, after rpy2's own exit handler (they run last first)
         atexit.register(_release_callbacks)
     _keepalive.append(fn)
     ro.r("options")(**{R_CALLBACK_OPTION: fn})
