@@ -22,7 +22,12 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 * Ramps: the paper says "sigmoid" for both; the reference code runs the
   MixMatch ramp linearly and the adversary ramp as exp(-5 (1 - t/T)^2).
   Default here: the paper's sigmoid (exp form) for both (``ssl_ramp``,
-  ``adv_ramp`` accept ``"linear"``).
+  ``adv_ramp`` accept ``"linear"``). The linear MixMatch ramp was measured
+  and not kept: nine dev tasks 0.942 in discovery mode (sigmoid 0.947, seeds
+  0-2); with ``discovery=False`` it needs ``joint_forward=False`` (with the
+  joint pass panc8 fluidigmc1 collapsed to 0.09 in two of three seeds), and
+  that configuration, the reference code's own, scored 0.937
+  (``benchmarks/results_scnym.md``, "Session 16").
 * Epochs: the paper trains up to 400 epochs, the reference API 100 with
   patience 40 and at least 20 epochs. Default here: 400 epochs at most, early
   stopping with patience 40 starting after ``min_epochs`` = 20 (5% of 400 is
