@@ -59,8 +59,7 @@ R_CALLBACK_OPTION = "pybridge.rpy2_callback"
 #: R option holding an environment through which R hands objects to Python's rpy2 (reticulate >= 1.31 only).
 R_HANDOFF_OPTION = "pybridge.handoff"
 
-_registered = False
-_keepalive: list = []
+_keepalive: list = []  # the rternalized callbacks handed to R (non-empty once registered)
 
 
 # ============================================================================ requests from R
@@ -535,11 +534,10 @@ def register() -> None:
     Called by every helper here that uses R; call it yourself before running
     ``pybridge::RunScNym(...)`` through ``rpy2.robjects.r``. Idempotent.
     """
-    global _registered
     import rpy2.rinterface as ri
     import rpy2.robjects as ro
 
-    if _registered and isinstance(ro.r("getOption")(R_CALLBACK_OPTION), ri.SexpClosure):
+    if _keepalive and isinstance(ro.r("getOption")(R_CALLBACK_OPTION), ri.SexpClosure):
         return
     fn = ri.rternalize(_callback)
     # keep the Python side of the R closure alive: rpy2 holds only a handle, and
@@ -549,7 +547,6 @@ def register() -> None:
         atexit.register(_release_callbacks)
     _keepalive.append(fn)
     ro.r("options")(**{R_CALLBACK_OPTION: fn})
-    _registered = True
     logger.info("registered the pybridge rpy2 callback in R")
 
 
@@ -560,7 +557,6 @@ def _release_callbacks() -> None:
     module globals are gone and print ``TypeError: 'NoneType' object is not
     callable`` (harmless, but noise at the end of every session).
     """
-    global _registered
     try:
         import rpy2.rinterface as ri
         import rpy2.robjects as ro
@@ -569,7 +565,6 @@ def _release_callbacks() -> None:
     except Exception:  # R already ended: nothing left to unset
         pass
     _keepalive.clear()
-    _registered = False
     gc.collect()
 
 
