@@ -11,7 +11,8 @@
 #' SingleCellExperiment: the assay named `assay`, default `"counts"`); scNym
 #' normalises them itself (log CPM). Genes are matched by name. With the same
 #' `seed`, results on the CPU are identical run to run, and identical to the
-#' Python API's (`pybridge.scnym()`).
+#' Python API's (`pybridge.scnym()`), on the same machine: another CPU (AVX2
+#' rather than AVX-512, say) sums in another order, and a few labels can differ.
 #'
 #' @section Output:
 #' The returned object is the input with, and only with:
