@@ -276,8 +276,9 @@ def test_baron_mouse_donors():
     ref, q = load("baron_mouse1"), load("baron_mouse2")
     pybridge.scnym(q, ref, seed=0, verbose=False)
     # mouse1 has 9 alpha cells, mouse2 182, many called delta/gamma. Measured 0.852 at seed 0 (0.76-0.88 over seeds
-    # 0-4; without discovery mode 0.77-0.93; logistic regression 0.81)
-    assert accuracy(q.obs["scnym"], q.obs["cell_type"]) >= 0.75
+    # 0-4; without discovery mode 0.77-0.93; logistic regression 0.81) on an Intel AVX-512 machine, 0.862 / 0.844 /
+    # 0.825 for seeds 0-2 on an AMD AVX2 one: another CPU is another draw from that spread, hence the margin
+    assert accuracy(q.obs["scnym"], q.obs["cell_type"]) >= 0.72
 
 
 @pytest.mark.slow
@@ -393,14 +394,16 @@ def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
 def test_discovery_mode_gives_unseen_type_lower_confidence():
     # casi_zheng: B cells are in the query only. Defaults (discovery mode, reject_score "auto" -> "distance"),
     # seed 0: 100 % of the B cells rejected at 4.1 % of shared cells (the bar: >= 80 % at <= 5 %; seeds
-    # 1-4: 95.5-100 % at 2.8-5.0 %); mean confidence 0.65 for B cells vs 0.94 for the shared types.
+    # 1-4: 95.5-100 % at 2.8-5.0 %; an AMD AVX2 machine, seed 0: 100 % at 3.8 %); mean confidence 0.65 for B
+    # cells vs 0.94 for the shared types. The bar itself is checked over seeds in benchmarks/bench_scnym.py; here
+    # the shared-cell bound has one point of margin, since another CPU trains another model from the same seed.
     ref, q = load("casi_zheng_sorted_train"), load("casi_zheng_sorted_test")
     model = pybridge.ScNym(seed=0, reject=True, verbose=False).fit(ref, query=q)
     res = model.predict(q)
     unseen = (q.obs["cell_type"] == "B_cells").to_numpy()
     assert res.params["reject_score"] == "distance"
     assert res.confidence[~unseen].mean() - res.confidence[unseen].mean() > 0.15
-    assert res.rejected[unseen].mean() >= 0.8 and res.rejected[~unseen].mean() <= 0.05
+    assert res.rejected[unseen].mean() >= 0.8 and res.rejected[~unseen].mean() <= 0.06
     assert accuracy(res.raw_labels[~unseen], q.obs["cell_type"][~unseen]) >= 0.93
     # the same model with the per-class confidence thresholds: measured 72 % of B cells at 5.2 % of shared cells
     model.config = dataclasses.replace(model.config, reject_score="confidence")
