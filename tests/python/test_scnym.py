@@ -406,8 +406,9 @@ def test_discovery_mode_gives_unseen_type_lower_confidence():
     assert res.rejected[unseen].mean() >= 0.8 and res.rejected[~unseen].mean() <= 0.06
     assert accuracy(res.raw_labels[~unseen], q.obs["cell_type"][~unseen]) >= 0.93
     # the same model with the per-class confidence thresholds: measured 72 % of B cells at 5.2 % of shared cells
+    # (seeds 0-4: 45-97 % at 4.7-8.7 %; AMD AVX2 machine, seed 0: 66 % at 4.9 %)
     model.config = dataclasses.replace(model.config, reject_score="confidence")
     conf = model.predict(q)
     np.testing.assert_array_equal(conf.raw_labels, res.raw_labels)
     assert conf.params["reject_score"] == "confidence"
-    assert conf.rejected[unseen].mean() > 0.5 > 0.1 > conf.rejected[~unseen].mean()
+    assert conf.rejected[unseen].mean() > 0.3 and conf.rejected[~unseen].mean() < 0.12
