@@ -59,8 +59,11 @@
 #' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
 #'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE` (label cells
 #'   that match no reference type `"Unassigned"`), `discovery = FALSE`,
-#'   `n_top_genes = 2000`, `domain_key = "batch"` (a metadata column present in
-#'   both objects). scNym runs in the paper's "new cell type discovery" mode by
+#'   `n_top_genes = 2000`, `domain_key = "tech"` (a metadata column of the
+#'   reference naming each cell's batch or technology: each value becomes its
+#'   own domain for the adversary, as in the paper's multi-technology runs;
+#'   query cells form one more domain, or one per value when the query has the
+#'   column too). scNym runs in the paper's "new cell type discovery" mode by
 #'   default (`discovery = TRUE`, as the authors' own `scnym_api()`): only query
 #'   cells predicted with confidence >= 0.9 shape the training, so cells of a
 #'   type the reference lacks stay apart. With `reject = TRUE` it then rejects

@@ -4,6 +4,7 @@
                                      [--set discovery=false ...] [--csv out.csv]
     python benchmarks/bench_scnym.py --tasks unseen --set reject=true --both-scores [--set discovery=false]
     python benchmarks/bench_scnym.py --tasks validation --seeds 3 [--first-seed 3]
+    python benchmarks/bench_scnym.py --tasks panc8:celseq,panc8:indrop --domain-key batch  # multi-domain
 
 'validation' is a second set of six tasks (other directions and plates of the same
 datasets) that no setting was chosen on: use it to check that an option that wins
@@ -148,10 +149,12 @@ def run(args) -> pd.DataFrame:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
             model = pybridge.ScNym(seed=seed, device=args.device, verbose=False, **opts)
-            model.fit(ref, labels_key="cell_type", query=q)
+            dk = args.domain_key if args.domain_key and args.domain_key in ref.obs else None
+            model.fit(ref, labels_key="cell_type", query=q, domain_key=dk)
             res = model.predict(q)
             dt = time.perf_counter() - t0
-            row = {"task": name, "tool": f"pybridge scNym{' ' + str(opts) if opts else ''}",
+            tool = f"pybridge scNym{' ' + str(opts) if opts else ''}{f' domain_key={dk}' if dk else ''}"
+            row = {"task": name, "tool": tool,
                    **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
                    "seconds": dt, "seed": seed, "epochs": res.params["training"]["epochs_trained"]}
             if args.both_scores:
@@ -179,6 +182,9 @@ def main():
                    help="also score the other rejection rule (confidence / distance) on the same trained models")
     p.add_argument("--set", action="append", help="scNym option key=value (JSON values)")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--domain-key", default=None,
+                   help="obs column of the reference's batches (e.g. 'batch' for panc8): multi-domain training "
+                        "on the tasks whose reference has it")
     p.add_argument("--csv", default=None)
     args = p.parse_args()
     df = run(args)

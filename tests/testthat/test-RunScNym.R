@@ -154,6 +154,19 @@ test_that("rejection adds the raw label and an Unassigned level", {
   expect_true(S4Vectors::metadata(out)$pybridge$scnym$params$config$reject)
 })
 
+test_that("domain_key: each reference technology is its own domain for the adversary; a missing column is an error", {
+  skip_if_no_python()
+  out <- RunScNym(seu_query, seu_ref, domain_key = "tech", n_epochs = 3, device = "cpu", verbose = FALSE)
+  training <- Command(out, "RunScNym.scnym")@params$training
+  # the four reference technologies, then the query's own (inDrop is not a reference domain)
+  expect_setequal(unlist(training$domains), c(setdiff(levels(droplevels(seu_ref$tech)), "indrop"), "indrop"))
+  expect_length(unlist(training$domains), 5L)
+  expect_true(training$adversarial)
+  expect_identical(strip_seurat(out), seu_query)
+  expect_error(RunScNym(seu_query, seu_ref, domain_key = "protocol", n_epochs = 3, device = "cpu", verbose = FALSE),
+               "domain_key='protocol' is not a column of the reference")
+})
+
 test_that("another name leaves earlier results untouched; the same name and method replaces them", {
   skip_if_no_python()
   first <- seurat_result()
