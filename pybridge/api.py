@@ -10,6 +10,7 @@ Every method has two layers:
 """
 from __future__ import annotations
 
+import inspect
 import time
 
 from ._settings import logger
@@ -372,3 +373,19 @@ def get_method(name: str):
     if name not in COMPUTE:
         raise ValueError(f"Unknown method {name!r}; available: {', '.join(methods())}.")
     return COMPUTE[name]
+
+
+#: arguments of an estimator's ``fit`` that the callers (CLI, R bridge) set themselves
+_FIT_OWN_ARGS = {"self", "reference", "labels_key", "layer", "query", "query_layer"}
+
+
+def split_fit_options(est_cls, options: dict) -> tuple[dict, dict]:
+    """Split method options into (config options, ``fit`` keyword arguments).
+
+    Most options configure the estimator; a few are arguments of its ``fit``
+    (scNym's ``domain_key``). The CLI's ``train`` and R's ``Train*`` take both
+    kinds through one ``--set`` / ``...`` list.
+    """
+    fit_params = inspect.signature(est_cls.fit).parameters
+    fit = {k: v for k, v in options.items() if k in fit_params and k not in _FIT_OWN_ARGS}
+    return {k: v for k, v in options.items() if k not in fit}, fit

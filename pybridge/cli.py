@@ -202,9 +202,12 @@ def _run(args) -> None:
             raise CLIError(f"--out {args.out!r} exists and is not a folder; a model is saved as a folder")
         reference = read_input(args.reference, "reference")
         query = read_input(args.query, "query") if args.query else None
+        from .api import split_fit_options
+
         est_cls = _estimator(args.method)
+        options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(**common, **options)
-        fit_kw = {"labels_key": args.labels_key, "layer": args.reference_layer}
+        fit_kw = {"labels_key": args.labels_key, "layer": args.reference_layer, **fit_options}
         if query is not None:
             fit_kw["query"] = query
         model.fit(reference, **fit_kw)

@@ -270,8 +270,11 @@ def _dispatch(request: dict) -> dict:
             raise ValueError(f"Method {method!r} has no reusable model; use its Run function directly.")
         if reference is None or isinstance(reference, tuple):
             raise ValueError("Training needs a labelled reference dataset (a Seurat object, SingleCellExperiment or .h5ad file).")
+        from .api import split_fit_options
+
+        options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(seed=seed, device=device, verbose=verbose, **options)
-        fit_kw = {"labels_key": labels_key or "cell_type"}
+        fit_kw = {"labels_key": labels_key or "cell_type", **fit_options}
         if query is not None:
             if "query" not in inspect.signature(model.fit).parameters:
                 raise ValueError(f"{method} trains on the reference alone; do not pass a query.")

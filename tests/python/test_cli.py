@@ -50,6 +50,20 @@ def test_train_then_predict_matches_in_process_model(files):
     np.testing.assert_array_equal(csv["label"].to_numpy(), direct.labels.astype(str))
 
 
+def test_train_passes_fit_options_such_as_domain_key(files):
+    """`--set domain_key=batch` reaches ScNym.fit (it is not a config option): one domain per technology."""
+    model_dir = files / "model_domains"
+    assert main(["train", "--reference", str(files / "ref.h5ad"), "--query", str(files / "q.h5ad"),
+                 "--out", str(model_dir), "--set", "domain_key=batch", *FAST]) == 0
+    import pybridge
+
+    model = pybridge.ScNym.load(model_dir)
+    assert sorted(model.domains_) == ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
+    # a column the reference lacks is a one-line error, exit status 2
+    assert main(["train", "--reference", str(files / "ref.h5ad"), "--out", str(files / "m2"),
+                 "--set", "domain_key=protocol", *FAST]) == 2
+
+
 def test_jind_model_is_aligned_to_the_query_at_predict(files):
     """`pybridge predict` with a reference-only JIND model runs JIND's per-query alignment, as `annotate` does."""
     opts = ["--set", "n_top_genes=500", "--set", "n_epochs=6", "--set", "gan_epochs=2", "--set", "gan_min_steps=5",

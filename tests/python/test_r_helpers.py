@@ -56,6 +56,18 @@ def test_matrix_payload_round_trip_and_error_and_warning_as_data(panc8_pair):
     assert typo["error_type"] == "TypeError" and "n_epoch" in typo["error"]
 
 
+def test_train_request_passes_domain_key_to_fit(panc8_pair, tmp_path):
+    """TrainScNym(..., domain_key = "batch"): the option goes to fit, not to the config."""
+    ref, query = panc8_pair
+    out = run_from_r({"task": "train", "method": "scnym", "reference": _payload(ref, ["cell_type", "batch"]),
+                      "query": _payload(query, ["batch"]), "labels_key": "cell_type", "seed": 0, "device": "cpu",
+                      "verbose": False, "options": {"n_epochs": 2.0, "domain_key": "batch"},
+                      "path": str(tmp_path / "m")})
+    assert out.get("error") is None, out.get("traceback")
+    domains = json.loads(out["params_json"])["training"]["domains"]
+    assert sorted(domains) == ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
+
+
 def test_model_reference_warns_on_low_overlap(panc8_pair, tmp_path):
     ref, query = panc8_pair
     ScNym(n_epochs=2, seed=0, device="cpu", verbose=False).fit(ref).save(tmp_path / "m")
