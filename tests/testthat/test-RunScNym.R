@@ -165,6 +165,12 @@ test_that("domain_key: each reference technology is its own domain for the adver
   expect_identical(strip_seurat(out), seu_query)
   expect_error(RunScNym(seu_query, seu_ref, domain_key = "protocol", n_epochs = 3, device = "cpu", verbose = FALSE),
                "domain_key='protocol' is not a column of the reference")
+  # TrainScNym hands domain_key to the fit as well (it is not a config option)
+  path <- file.path(withr::local_tempdir(), "m")
+  TrainScNym(seu_ref, path = path, query = seu_query, domain_key = "tech", n_epochs = 3, device = "cpu",
+             verbose = FALSE)
+  meta <- jsonlite::fromJSON(file.path(path, "pybridge.json"))
+  expect_length(meta$domains, 5L)
 })
 
 test_that("another name leaves earlier results untouched; the same name and method replaces them", {
