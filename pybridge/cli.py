@@ -183,7 +183,7 @@ def _estimator(method: str):
 
 
 def _run(args) -> None:
-    from .api import get_method
+    from .api import get_method, split_fit_options
 
     options = _parse_sets(args.set)
     verbose = not args.quiet
@@ -202,8 +202,6 @@ def _run(args) -> None:
             raise CLIError(f"--out {args.out!r} exists and is not a folder; a model is saved as a folder")
         reference = read_input(args.reference, "reference")
         query = read_input(args.query, "query") if args.query else None
-        from .api import split_fit_options
-
         est_cls = _estimator(args.method)
         options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(**common, **options)

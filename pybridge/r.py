@@ -242,7 +242,7 @@ def run_from_r(request: dict) -> dict:
 
 def _dispatch(request: dict) -> dict:
     from ._io import load_model
-    from .api import get_method
+    from .api import get_method, split_fit_options
 
     task = str(request.get("task", "annotate"))
     if task == "methods":
@@ -270,8 +270,6 @@ def _dispatch(request: dict) -> dict:
             raise ValueError(f"Method {method!r} has no reusable model; use its Run function directly.")
         if reference is None or isinstance(reference, tuple):
             raise ValueError("Training needs a labelled reference dataset (a Seurat object, SingleCellExperiment or .h5ad file).")
-        from .api import split_fit_options
-
         options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(seed=seed, device=device, verbose=verbose, **options)
         fit_kw = {"labels_key": labels_key or "cell_type", **fit_options}
