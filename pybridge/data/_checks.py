@@ -161,6 +161,7 @@ def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.cs
 def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray:
     """Return labels as an object array of strings; NA stays None.
 
+    An empty or blank label ("" or spaces, as CSV files and spreadsheets write a missing value) counts as NA.
     Raises when the column is missing, entirely NA, or has a single class.
     """
     if labels_key not in adata.obs.columns:
@@ -169,9 +170,9 @@ def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray
             f"available columns: {_examples(adata.obs.columns, 12) or 'none'}."
         )
     col = adata.obs[labels_key]
-    na = pd.isna(col).to_numpy()
+    na = pd.isna(col).to_numpy() | np.array([isinstance(v, str) and not v.strip() for v in col.tolist()], dtype=bool)
     if na.all():
-        raise ValueError(f"The {what} label column {labels_key!r} is entirely NA.")
+        raise ValueError(f"The {what} label column {labels_key!r} is entirely NA or empty.")
     values = np.array([None if m else str(v) for v, m in zip(col.tolist(), na)], dtype=object)
     classes = pd.unique(values[~na])
     if UNASSIGNED in set(classes):
@@ -211,7 +212,7 @@ def check_finite_labels(labels: np.ndarray, what: str = "reference") -> np.ndarr
     mask = np.array([v is not None for v in labels])
     if not mask.all():
         warnings.warn(
-            f"{(~mask).sum()} {what} cells have no label (NA) and are not used as labelled training data.",
+            f"{(~mask).sum()} {what} cells have no label (NA or empty) and are not used as labelled training data.",
             UserWarning,
             stacklevel=3,
         )

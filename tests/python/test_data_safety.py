@@ -56,6 +56,8 @@ def test_cell_names_colliding_between_reference_and_query():
 
 @pytest.mark.parametrize("labels, match", [
     ([None] * 60, "entirely NA"),
+    (["", " "] * 30, "entirely NA or empty"),
+    (["A", ""] * 30, "single class"),
     (["A"] * 60, "single class"),
 ])
 def test_label_column_problems(labels, match):
@@ -76,6 +78,10 @@ def test_numeric_and_factor_labels_and_partial_na():
     a.obs.loc[a.obs_names[:5], "cell_type"] = None
     with pytest.warns(UserWarning, match="no label"):
         pybridge.api.compute_scnym(q, a, **FAST)
+    a.obs.loc[a.obs_names[:5], "cell_type"] = ""  # a blank label, as a CSV file writes a missing value
+    with pytest.warns(UserWarning, match=r"5 reference cells have no label \(NA or empty\)"):
+        res = pybridge.api.compute_scnym(q, a, **FAST)
+    assert res.classes == ["A", "B"]
 
 
 def test_gene_overlap_errors_name_the_cause():

@@ -9,6 +9,8 @@ test_that("a missing label column names the available columns", {
   ref <- sce_ref
   ref$empty <- NA_character_
   expect_error(RunScNym(sce_query, ref, labels = "empty"), "entirely NA")
+  ref$blank <- ifelse(seq_len(ncol(ref)) %% 2 == 0, "", "  ")  # blank labels count as missing
+  expect_error(RunScNym(sce_query, ref, labels = "blank"), "entirely NA or empty", class = "pybridge_input_error")
 })
 
 test_that("no shared genes is an error that shows both naming schemes", {
