@@ -360,6 +360,7 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
         row["notes"] = json.dumps(meta.get("notes", {}), default=str)
         if meta.get("device_name"):
             row["device"] = meta["device_name"]
+            row["gpu_peak_mb"] = meta.get("gpu_peak_mb")
         pred = pd.read_csv(run_dir / "pred.csv", dtype={"label": str, "raw_label": str, "cluster": str},
                            keep_default_na=False, na_values={"confidence": ["NA", ""], "score": ["NA", ""]})
         if prep.kind == "transfer" and "raw_label" in pred:
@@ -409,6 +410,8 @@ def run_suite(args) -> pd.DataFrame:
     default_tools = [n for n, t in TOOLS.items() if t.in_default_run]
     tools = [TOOLS[n] for n in select(args.tools, default_tools, list(TOOLS), "tool")]
     gpu = None if args.no_gpu else gpu_name()
+    if args.gpu_only and gpu is None:
+        raise SystemExit("--gpu-only needs a CUDA GPU, and torch.cuda.is_available() is False here")
     rows, rels = [], []
     missing = {}
     for tool in tools:
@@ -431,7 +434,7 @@ def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> No
         prep = (T.prepare_transfer(name, args.data, prep_root) if kind == "transfer"
                 else T.prepare_clustering(name, args.data, prep_root))
         for tool in tools:
-            if not tool_applies(tool, kind):
+            if not tool_applies(tool, kind) or (args.gpu_only and tool.group != "pybridge"):
                 continue
             if tool.name in missing:
                 row = {"task": name, "kind": kind, "tool": tool.name, "tool_label": tool.display,
@@ -442,6 +445,8 @@ def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> No
                 rows.append(row)
                 continue
             devices = [("cpu", "CPU")] + ([("cuda", gpu)] if gpu and tool.group == "pybridge" else [])
+            if args.gpu_only:
+                devices = devices[1:]
             for dev, dev_name in devices:
                 row, rel = run_one(tool, prep, args, device=dev, device_name=dev_name)
                 rows.append(row)
@@ -488,6 +493,25 @@ def main(argv=None) -> int:
         from .report import main as report_main
 
         return report_main(argv[1:])
+    args = parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    df = run_suite(args)
+    from .report import write_report
+
+    md = args.results_md or (args.out / "RESULTS.md")
+    info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
+            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads,
+            "seed": args.seed, "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
+    (args.out / "run_info.json").write_text(json.dumps(info))
+    write_report(df, args.out, md, run_info=info)
+    print(f"[bench] wrote {args.out / 'results.csv'} and {md}")
+    return 0
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    """The main run's options, with the output and data folders resolved."""
     p = argparse.ArgumentParser(prog="python -m benchmarks",
                                 description="pybridge vs peers on the reference->query tasks and clustering sets. "
                                             "Subcommands: 'scale' (simulated timing run), 'report' (rewrite the page "
@@ -510,6 +534,9 @@ def main(argv=None) -> int:
     p.add_argument("--mem-limit-gb", type=float, default=16, help="kill a call whose process tree exceeds this")
     p.add_argument("--resume", action="store_true", help="reuse finished (tool, task) runs found in <out>/runs")
     p.add_argument("--no-gpu", action="store_true", help="do not add GPU runs even when CUDA is available")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="run only the pybridge methods' GPU rows (on a GPU machine; copy its runs/*/*__gpu folders "
+                        "into the CPU run's <out>/runs and rewrite the page with 'python -m benchmarks report')")
     p.add_argument("--no-fork", dest="fork", action="store_false",
                    help="start every Python tool call as a fresh interpreter (default: fork it from a process that "
                         "has already imported the tool's packages; saves about 4 s of start-up per call)")
@@ -518,17 +545,4 @@ def main(argv=None) -> int:
         args.out = ROOT / "benchmarks" / "out" / ("quick" if args.quick else "full")
     args.out = args.out.resolve()
     args.data = args.data.resolve()
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    df = run_suite(args)
-    from .report import write_report
-
-    md = args.results_md or (args.out / "RESULTS.md")
-    info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
-            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads,
-            "seed": args.seed, "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
-    (args.out / "run_info.json").write_text(json.dumps(info))
-    write_report(df, args.out, md, run_info=info)
-    print(f"[bench] wrote {args.out / 'results.csv'} and {md}")
-    return 0
+    return args

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -187,3 +188,56 @@ def test_validation_task_set_loads_and_its_page_stands_apart(tmp_path, monkeypat
     missing = page[page.index("## Not run or failed"):]
     assert "zheng_test->train" in missing and "panc8" not in missing and "dcc_" not in missing
     assert "## R-call overhead" not in page
+
+
+def test_gpu_only_runs_just_the_pybridge_methods_on_cuda(tmp_path, monkeypatch):
+    """``--gpu-only`` (for the one call on a lent GPU machine): no CPU rows, no peers, and a clear stop
+    where there is no GPU. The tool calls themselves are replaced: this checks which calls are made."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import harness as H
+    from benchmarks import tasks as T
+
+    calls = []
+
+    def fake_run_one(tool, prep, args, *, device="cpu", device_name="CPU", **kw):
+        calls.append((tool.name, device, device_name))
+        return {"task": prep.name, "kind": prep.kind, "tool": tool.name, "device": device_name, "status": "ok"}, None
+
+    def fake_prepare(name, data, root):
+        return T.Prepared(name=name, kind="transfer", dir=tmp_path, n_ref=1, n_query=1, n_genes=1, n_types=2,
+                          truth=np.array(["a", "b"]), ref_classes=["a", "b"])
+
+    monkeypatch.setattr(H, "run_one", fake_run_one)
+    monkeypatch.setattr(T, "prepare_transfer", fake_prepare)
+    args = H.parse_args(["--tasks", "panc8:celseq2", "--tools", "pybridge_scnym,pybridge_jind,logreg",
+                         "--out", str(tmp_path / "o"), "--gpu-only"])
+    monkeypatch.setattr(H, "gpu_name", lambda: None)
+    with pytest.raises(SystemExit, match="--gpu-only needs a CUDA GPU"):
+        H.run_suite(args)
+    assert calls == []
+    monkeypatch.setattr(H, "gpu_name", lambda: "NVIDIA Test GPU")
+    df = H.run_suite(args)
+    assert calls == [("pybridge_scnym", "cuda", "NVIDIA Test GPU"), ("pybridge_jind", "cuda", "NVIDIA Test GPU")]
+    assert list(df["device"]) == ["NVIDIA Test GPU"] * 2
+
+
+def test_device_check_dry_run_on_the_cpu(tmp_path, monkeypatch):
+    """``benchmarks.device_check`` (the GPU call's first phase) runs end to end with ``--device cpu``: a table
+    row per method asked for, the fitted model's tensors counted, the saved model reloaded with the same labels."""
+    if not (DATA_DIR / "panc8_small.h5ad").exists():
+        pytest.skip(f"benchmark data not in {DATA_DIR}")
+    monkeypatch.syspath_prepend(str(ROOT))
+    import torch
+
+    from benchmarks import device_check
+
+    out = tmp_path / "check.md"
+    assert device_check.main(["--device", "cpu", "--data", str(DATA_DIR), "--methods", "nmf_transfer,itclust",
+                              "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| nmf_transfer") or
+            line.startswith("| itclust")]
+    assert len(rows) == 2 and all("| ok | cpu " in r for r in rows), rows
+    assert all(r.split("|")[7].strip() == "1.000" for r in rows)  # reloaded model: same labels
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="torch.cuda.is_available"):
+            device_check.main(["--device", "cuda", "--data", str(DATA_DIR)])

@@ -1,0 +1,231 @@
+"""Run the CUDA path of every pybridge method once and compare it with the CPU path.
+
+    python -m benchmarks.device_check [--data ../shared/data] [--device cuda] [--out device_check.md]
+
+For each method (scNym, JIND, ItClust, CICL, NMF transfer) on panc8_small (inDrop cells as the query,
+the other four technologies as the reference; CICL clusters all 500 cells) it fits and predicts once on
+the CPU and once on ``--device``, both with seed 0, and reports:
+
+* where the fitted model's tensors live (every torch module and tensor the estimator holds),
+* accuracy (annotation) or ARI (clustering) of each run against the published labels,
+* how many labels the two runs share (GPU kernels sum in another order, so a few cells may differ),
+* that a model saved after the GPU fit loads on the CPU and gives the GPU model's labels again,
+* the wall time of each fit + predict (the GPU's first call is warmed up beforehand).
+
+A failure of one method is reported in its row and the others still run; the exit status is 1 when any
+row failed. ``--device cpu`` runs the whole script without a GPU (a dry run of the script itself).
+Made for ``scripts/gpu_check.sh``; see benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = "celltype"
+QUERY_TECH = "indrop"
+
+
+def tensor_devices(obj, depth: int = 2) -> Counter:
+    """How many tensors of each device type an estimator holds (module parameters and buffers, and tensors in
+    its attributes, dict / list values and pybridge helper objects, ``depth`` levels down)."""
+    import torch
+
+    found: Counter = Counter()
+
+    def visit(v, d):
+        if isinstance(v, torch.nn.Module):
+            found.update(t.device.type for t in [*v.parameters(), *v.buffers()])
+        elif isinstance(v, torch.Tensor):
+            found[v.device.type] += 1
+        elif d > 0 and isinstance(v, dict):
+            for x in v.values():
+                visit(x, d - 1)
+        elif d > 0 and isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x, d - 1)
+        elif d > 0 and hasattr(v, "__dict__") and type(v).__module__.startswith("pybridge"):
+            for x in vars(v).values():
+                visit(x, d - 1)
+
+    for value in vars(obj).values():
+        visit(value, depth)
+    return found
+
+
+def _labels(result) -> np.ndarray:
+    return np.asarray(result.raw_labels if hasattr(result, "raw_labels") else result.clusters).astype(str)
+
+
+def _score(kind: str, labels: np.ndarray, truth: np.ndarray) -> float:
+    if kind == "annotation":
+        return float(np.mean(labels == truth))
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(truth, labels))
+
+
+def _agreement(kind: str, a: np.ndarray, b: np.ndarray) -> float:
+    """Share of cells with the same label (annotation) or ARI between the two partitions (clustering)."""
+    if kind == "annotation":
+        return float(np.mean(a == b))
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(a, b))
+
+
+def methods(ref, query, both):
+    """(name, kind, fit_predict(device) -> (estimator, result), predict(estimator) -> result, estimator class)."""
+    import pybridge
+
+    n_types = int(both.obs[LABELS].nunique())
+    fast = {"verbose": False, "seed": 0}
+
+    def scnym(dev):
+        m = pybridge.ScNym(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
+        return m, m.predict(query)
+
+    def jind(dev):
+        m = pybridge.JIND(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
+        return m, m.predict(query)
+
+    def itclust(dev):
+        m = pybridge.ItClust(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
+        return m, m.predict(query)
+
+    def cicl(dev):
+        m = pybridge.CICL(n_clusters=n_types, device=dev, **fast).fit(both)
+        return m, m.predict(both)
+
+    def nmf(dev):
+        m = pybridge.NMFTransfer(device=dev, **fast).fit(ref, labels_key=LABELS)
+        return m, m.predict(query, n_clusters=int(query.obs[LABELS].nunique()))
+
+    return [
+        ("scnym", "annotation", scnym, lambda m: m.predict(query), pybridge.ScNym, query),
+        ("jind", "annotation", jind, lambda m: m.predict(query), pybridge.JIND, query),
+        ("itclust", "clustering", itclust, lambda m: m.predict(query), pybridge.ItClust, query),
+        ("cicl", "clustering", cicl, lambda m: m.predict(both), pybridge.CICL, both),
+        ("nmf_transfer", "clustering", nmf, lambda m: m.predict(query, n_clusters=int(query.obs[LABELS].nunique())),
+         pybridge.NMFTransfer, query),
+    ]
+
+
+def warm_up(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        x = torch.randn(512, 512, device=device)
+        (x @ x).sum().item()
+        torch.cuda.synchronize()
+
+
+def check_one(name, kind, fit_predict, predict, cls, target, device) -> dict:
+    import torch
+
+    truth = target.obs[LABELS].astype(str).to_numpy()
+    row = {"method": name, "kind": kind, "status": "ok", "error": ""}
+    try:
+        t0 = time.perf_counter()
+        _, cpu_res = fit_predict("cpu")
+        row["cpu_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gpu_model, gpu_res = fit_predict(device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        row["gpu_s"] = time.perf_counter() - t0
+        held = tensor_devices(gpu_model)
+        row["tensors_on"] = ", ".join(f"{k} {n}" for k, n in sorted(held.items())) or "none"
+        row["result_device"] = str(gpu_res.params.get("device", "?"))
+        cpu_lab, gpu_lab = _labels(cpu_res), _labels(gpu_res)
+        row["cpu_score"] = _score(kind, cpu_lab, truth)
+        row["gpu_score"] = _score(kind, gpu_lab, truth)
+        row["agreement"] = _agreement(kind, cpu_lab, gpu_lab)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}_model"
+            gpu_model.save(path)
+            loaded = cls.load(path, device="cpu", verbose=False)
+            row["reload_same"] = float(np.mean(_labels(predict(loaded)) == gpu_lab))
+        if device.startswith("cuda"):
+            row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+        want = device.split(":")[0]
+        if not held.get(want):  # some CPU copies (e.g. for saving) are fine; none on the device is not
+            row["status"] = "FAIL"
+            row["error"] = f"no fitted tensor on {want} ({row['tensors_on']})"
+        if not row["result_device"].startswith(want):
+            row["status"] = "FAIL"
+            row["error"] += f" result params say device {row['result_device']}"
+    except Exception as err:  # reported in the table; the other methods still run
+        row["status"] = "ERROR"
+        row["error"] = f"{type(err).__name__}: {err}"
+        traceback.print_exc()
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    cols = [("method", "method"), ("status", "status"), ("tensors_on", "tensors on"),
+            ("cpu_score", "CPU acc/ARI"), ("gpu_score", "GPU acc/ARI"), ("agreement", "CPU~GPU"),
+            ("reload_same", "GPU model reloaded on CPU: same labels"), ("cpu_s", "CPU s"), ("gpu_s", "GPU s"),
+            ("gpu_peak_mb", "GPU peak MB"), ("error", "error")]
+    out = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for key, _ in cols:
+            v = r.get(key, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) and key not in ("cpu_s", "gpu_s", "gpu_peak_mb")
+                         else f"{v:.1f}" if isinstance(v, float) else str(v).replace("|", "/"))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--methods", default=None, help="comma-separated subset of scnym,jind,itclust,cicl,nmf_transfer")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for the CPU runs")
+    p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    a = p.parse_args(argv)
+    import anndata as ad
+    import torch
+
+    import pybridge
+
+    torch.set_num_threads(a.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)  # data notes (e.g. NMF's source fit), not failures
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("device_check: --device cuda, but torch.cuda.is_available() is False")
+    both = ad.read_h5ad(a.data / "panc8_small.h5ad")
+    is_query = (both.obs["tech"] == QUERY_TECH).to_numpy()
+    ref, query = both[~is_query].copy(), both[is_query].copy()
+    warm_up(a.device)
+    chosen = set(a.methods.split(",")) if a.methods else None
+    rows = []
+    for spec in methods(ref, query, both):
+        if chosen and spec[0] not in chosen:
+            continue
+        row = check_one(*spec, device=a.device)
+        rows.append(row)
+        print(f"[device_check] {row['method']:13s} {row['status']:6s} "
+              f"{' '.join(f'{k}={v:.3f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items() if k not in ('method', 'status', 'kind'))}",
+              flush=True)
+    name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "CPU (dry run)"
+    head = (f"Device check: {name}; torch {torch.__version__}; pybridge {pybridge.__version__}; "
+            f"numpy {np.__version__}; panc8_small ({ref.n_obs} reference / {query.n_obs} query cells), seed 0.")
+    md = head + "\n\n" + table(rows) + "\n"
+    print(md)
+    if a.out:
+        a.out.write_text(md)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
