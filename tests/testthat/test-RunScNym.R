@@ -93,7 +93,7 @@ test_that("reference cells with a missing label (NA) are left out of training, n
     ref$with_na[c(1, 5, 9)] <- NA
     expect_warning(
       out <- RunScNym(sce_query, ref, labels = "with_na", n_epochs = 3, device = "cpu", verbose = FALSE),
-      "3 reference cells have no label \\(NA\\)"
+      "3 reference cells have no label \\(NA or empty\\)"
     )
     expect_identical(levels(out$predicted.scnym), ref_classes)
     expect_false(anyNA(out$predicted.scnym))
