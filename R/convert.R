@@ -143,8 +143,8 @@
       .abort("`labels = \"", col, "\"` is not a column of the ", what, "'s ", where, "; available columns: ",
              .examples(colnames(meta), 12L), ".", class = "pybridge_input_error")
     }
-    if (all(is.na(meta[[col]]) | !nzchar(trimws(as.character(meta[[col]]))))) {
-      .abort("The ", what, " label column '", col, "' is entirely NA or empty.", class = "pybridge_input_error")
+    if (all(is.na(meta[[col]]))) {
+      .abort("The ", what, " label column '", col, "' is entirely NA.", class = "pybridge_input_error")
     }
   }
   keep <- if (isTRUE(all_columns)) colnames(meta) else intersect(unique(c(require, columns)), colnames(meta))
