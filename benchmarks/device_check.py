@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import warnings
 import time
 import traceback
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from benchmarks.metrics import clustering_scores
+from benchmarks.report import md_table
+from benchmarks.tasks import load_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = "celltype"
@@ -65,56 +70,36 @@ def _labels(result) -> np.ndarray:
 
 
 def _score(kind: str, labels: np.ndarray, truth: np.ndarray) -> float:
-    if kind == "annotation":
-        return float(np.mean(labels == truth))
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(truth, labels))
+    return float(np.mean(labels == truth)) if kind == "annotation" else clustering_scores(labels, truth)["ari"]
 
 
 def _agreement(kind: str, a: np.ndarray, b: np.ndarray) -> float:
     """Share of cells with the same label (annotation) or ARI between the two partitions (clustering)."""
-    if kind == "annotation":
-        return float(np.mean(a == b))
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(a, b))
+    return _score(kind, a, b)
 
 
 def methods(ref, query, both):
-    """(name, kind, fit_predict(device) -> (estimator, result), predict(estimator) -> result, estimator class)."""
+    """(name, kind, fit(device) -> estimator, predict(estimator) -> result, estimator class, cells predicted)."""
     import pybridge
 
-    n_types = int(both.obs[LABELS].nunique())
     fast = {"verbose": False, "seed": 0}
+    k_both, k_query = int(both.obs[LABELS].nunique()), int(query.obs[LABELS].nunique())
 
-    def scnym(dev):
-        m = pybridge.ScNym(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
-        return m, m.predict(query)
-
-    def jind(dev):
-        m = pybridge.JIND(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
-        return m, m.predict(query)
-
-    def itclust(dev):
-        m = pybridge.ItClust(device=dev, **fast).fit(ref, labels_key=LABELS, query=query)
-        return m, m.predict(query)
-
-    def cicl(dev):
-        m = pybridge.CICL(n_clusters=n_types, device=dev, **fast).fit(both)
-        return m, m.predict(both)
-
-    def nmf(dev):
-        m = pybridge.NMFTransfer(device=dev, **fast).fit(ref, labels_key=LABELS)
-        return m, m.predict(query, n_clusters=int(query.obs[LABELS].nunique()))
+    def on_query(m):
+        return m.predict(query)
 
     return [
-        ("scnym", "annotation", scnym, lambda m: m.predict(query), pybridge.ScNym, query),
-        ("jind", "annotation", jind, lambda m: m.predict(query), pybridge.JIND, query),
-        ("itclust", "clustering", itclust, lambda m: m.predict(query), pybridge.ItClust, query),
-        ("cicl", "clustering", cicl, lambda m: m.predict(both), pybridge.CICL, both),
-        ("nmf_transfer", "clustering", nmf, lambda m: m.predict(query, n_clusters=int(query.obs[LABELS].nunique())),
-         pybridge.NMFTransfer, query),
+        ("scnym", "annotation", lambda dev: pybridge.ScNym(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
+         on_query, pybridge.ScNym, query),
+        ("jind", "annotation", lambda dev: pybridge.JIND(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
+         on_query, pybridge.JIND, query),
+        ("itclust", "clustering",
+         lambda dev: pybridge.ItClust(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
+         on_query, pybridge.ItClust, query),
+        ("cicl", "clustering", lambda dev: pybridge.CICL(n_clusters=k_both, device=dev, **fast).fit(both),
+         lambda m: m.predict(both), pybridge.CICL, both),
+        ("nmf_transfer", "clustering", lambda dev: pybridge.NMFTransfer(device=dev, **fast).fit(ref, labels_key=LABELS),
+         lambda m: m.predict(query, n_clusters=k_query), pybridge.NMFTransfer, query),
     ]
 
 
@@ -127,17 +112,18 @@ def warm_up(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def check_one(name, kind, fit_predict, predict, cls, target, device) -> dict:
+def check_one(name, kind, fit, predict, cls, target, device) -> dict:
     import torch
 
     truth = target.obs[LABELS].astype(str).to_numpy()
     row = {"method": name, "kind": kind, "status": "ok", "error": ""}
     try:
         t0 = time.perf_counter()
-        _, cpu_res = fit_predict("cpu")
+        cpu_res = predict(fit("cpu"))
         row["cpu_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        gpu_model, gpu_res = fit_predict(device)
+        gpu_model = fit(device)
+        gpu_res = predict(gpu_model)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         row["gpu_s"] = time.perf_counter() - t0
@@ -170,20 +156,16 @@ def check_one(name, kind, fit_predict, predict, cls, target, device) -> dict:
     return row
 
 
+COLUMNS = {"method": "method", "status": "status", "tensors_on": "tensors on", "cpu_score": "CPU acc/ARI",
+           "gpu_score": "GPU acc/ARI", "agreement": "CPU~GPU",
+           "reload_same": "GPU model reloaded on CPU: same labels", "cpu_s": "CPU s", "gpu_s": "GPU s",
+           "gpu_peak_mb": "GPU peak MB", "error": "error"}
+
+
 def table(rows: list[dict]) -> str:
-    cols = [("method", "method"), ("status", "status"), ("tensors_on", "tensors on"),
-            ("cpu_score", "CPU acc/ARI"), ("gpu_score", "GPU acc/ARI"), ("agreement", "CPU~GPU"),
-            ("reload_same", "GPU model reloaded on CPU: same labels"), ("cpu_s", "CPU s"), ("gpu_s", "GPU s"),
-            ("gpu_peak_mb", "GPU peak MB"), ("error", "error")]
-    out = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = []
-        for key, _ in cols:
-            v = r.get(key, "")
-            cells.append(f"{v:.3f}" if isinstance(v, float) and key not in ("cpu_s", "gpu_s", "gpu_peak_mb")
-                         else f"{v:.1f}" if isinstance(v, float) else str(v).replace("|", "/"))
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
+    df = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+    df["error"] = df["error"].fillna("").astype(str).str.replace("|", "/")
+    return md_table(df, list(COLUMNS), list(COLUMNS.values()), nd={"cpu_s": 1, "gpu_s": 1, "gpu_peak_mb": 0})
 
 
 def main(argv=None) -> int:
@@ -203,9 +185,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)  # data notes (e.g. NMF's source fit), not failures
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("device_check: --device cuda, but torch.cuda.is_available() is False")
-    both = ad.read_h5ad(a.data / "panc8_small.h5ad")
-    is_query = (both.obs["tech"] == QUERY_TECH).to_numpy()
-    ref, query = both[~is_query].copy(), both[is_query].copy()
+    ref, query = load_pair(a.data, f"panc8:{QUERY_TECH}")
+    both = ad.concat([ref, query])
     warm_up(a.device)
     chosen = set(a.methods.split(",")) if a.methods else None
     rows = []

@@ -410,8 +410,10 @@ def run_suite(args) -> pd.DataFrame:
     default_tools = [n for n, t in TOOLS.items() if t.in_default_run]
     tools = [TOOLS[n] for n in select(args.tools, default_tools, list(TOOLS), "tool")]
     gpu = None if args.no_gpu else gpu_name()
-    if args.gpu_only and gpu is None:
-        raise SystemExit("--gpu-only needs a CUDA GPU, and torch.cuda.is_available() is False here")
+    if args.gpu_only:
+        if gpu is None:
+            raise SystemExit("--gpu-only needs a CUDA GPU, and torch.cuda.is_available() is False here")
+        tools = [t for t in tools if t.group == "pybridge"]  # only they have GPU rows
     rows, rels = [], []
     missing = {}
     for tool in tools:
@@ -434,7 +436,7 @@ def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> No
         prep = (T.prepare_transfer(name, args.data, prep_root) if kind == "transfer"
                 else T.prepare_clustering(name, args.data, prep_root))
         for tool in tools:
-            if not tool_applies(tool, kind) or (args.gpu_only and tool.group != "pybridge"):
+            if not tool_applies(tool, kind):
                 continue
             if tool.name in missing:
                 row = {"task": name, "kind": kind, "tool": tool.name, "tool_label": tool.display,

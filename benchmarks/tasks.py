@@ -71,6 +71,13 @@ TRANSFER_TASKS = ANNOTATION_TASKS + VALIDATION_TASKS
 _FILE_PAIRS = PAIRS | VALIDATION_PAIRS  # every task read from two files (panc8 tasks are cut from one)
 
 
+def files_of(name: str) -> list[str]:
+    """The data files (stems of ``<data>/<stem>.h5ad``) a task or clustering set reads."""
+    if name.startswith("panc8:"):
+        return ["panc8_small"]
+    return list(_FILE_PAIRS[name]) if name in _FILE_PAIRS else [name]
+
+
 @dataclass
 class Prepared:
     """Paths and facts of one prepared task (transfer: ref + query; clustering: query only)."""

@@ -8,7 +8,8 @@
 # Writes to $OUT (the device tool's return folder; out/gpu when run elsewhere):
 #   device_check.md / .log   benchmarks/device_check.py: tensors on the GPU, CPU vs GPU labels and times,
 #                            a GPU-trained model reloaded on the CPU
-#   bench.log, gpu_runs.tgz  python -m benchmarks --gpu-only: runs/<task>/<tool>__gpu/row.json per call
+#   bench.log, gpu_runs.tgz  python -m benchmarks --gpu-only (the default run's pybridge rows, on CUDA):
+#                            runs/<task>/<tool>__gpu/row.json per call
 # Phases stop at their time limits (BUDGET_S in all, default 540 s) and still return what finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,19 +44,18 @@ check_rc=${PIPESTATUS[0]}
 
 echo "== GPU rows of the dev benchmark, $(left) s left"
 BENCH=/tmp/bench_gpu
-TOOLS=pybridge_scnym,pybridge_scnym_top2000,pybridge_jind,pybridge_itclust,pybridge_nmf_transfer,pybridge_cicl
-TASKS="panc8:celseq,panc8:celseq2,panc8:fluidigmc1,panc8:indrop,panc8:smartseq2,baron_mouse1->2"
-TASKS="$TASKS,cellbench_celseq2->dropseq,cellbench_5cl_p1->p3,zheng_train->test,dcc_10X_PBMC_top2000"
-TASKS="$TASKS,dcc_mouse_bladder_cell_top2000,simlr_pollen,sc3_yan,baron_mouse2,cellbench_sc_celseq2_5cl_p2"
-# (the dev task list without pbmc3k_counts_seurat_labels, whose data is not carried: see gpu_prepare.sh)
-timeout "$(left)" "$PY" -m benchmarks --gpu-only --data "$DATA" --out "$BENCH" --tools "$TOOLS" --tasks "$TASKS" --timeout 240 \
-  2>&1 | tee "$OUT/bench.log"
+# the dev tasks whose data was carried (gpu_prepare.sh leaves pbmc3k out)
+TASKS=$("$PY" -c "import sys; from pathlib import Path; from benchmarks import tasks as T
+print(','.join(n for n in T.ANNOTATION_TASKS + T.CLUSTERING_SETS
+               if all((Path(sys.argv[1]) / f'{f}.h5ad').exists() for f in T.files_of(n))))" "$DATA")
+timeout "$(left)" "$PY" -m benchmarks --gpu-only --data "$DATA" --out "$BENCH" --tasks "$TASKS" --timeout 240 2>&1 \
+   | tee "$OUT/bench.log"
 bench_rc=${PIPESTATUS[0]}
 if grep -q "Cannot re-initialize CUDA in forked subprocess" "$BENCH"/runs/*/*/log.txt 2>/dev/null \
    && [ "$(left)" -gt 60 ]; then  # forking from the zygote did not suit CUDA here: fresh processes instead
   echo "== again with --no-fork, $(left) s left"
   timeout "$(left)" "$PY" -m benchmarks --gpu-only --no-fork --resume --data "$DATA" --out "$BENCH" \
-    --tools "$TOOLS" --tasks "$TASKS" --timeout 240 2>&1 | tee -a "$OUT/bench.log"
+    --tasks "$TASKS" --timeout 240 2>&1 | tee -a "$OUT/bench.log"
   bench_rc=${PIPESTATUS[0]}
 fi
 [ -d "$BENCH/runs" ] && tar -czf "$OUT/gpu_runs.tgz" -C "$BENCH" runs $(cd "$BENCH" && ls results.csv 2>/dev/null)

@@ -28,10 +28,10 @@ for n in 17 27 28; do PLAT="$PLAT --platform manylinux_2_${n}_x86_64"; done
 # shellcheck disable=SC2086
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" --implementation cp \
   $PLAT --platform manylinux_2_24_x86_64 --platform manylinux2014_x86_64 -d .gpu/pandas pandas==2.3.3
-FILES="panc8_small baron_mouse1 baron_mouse2 cellbench_sc_celseq2 cellbench_sc_dropseq
-       cellbench_sc_celseq2_5cl_p1 cellbench_sc_celseq2_5cl_p2 cellbench_sc_celseq2_5cl_p3
-       casi_zheng_sorted_train casi_zheng_sorted_test dcc_10X_PBMC_top2000 dcc_mouse_bladder_cell_top2000
-       simlr_pollen sc3_yan"
+# the dev tasks' files (benchmarks/tasks.py), without pbmc3k
+FILES=$("$PY" -c "from benchmarks import tasks as T
+print(' '.join(sorted({f for n in T.ANNOTATION_TASKS + T.CLUSTERING_SETS for f in T.files_of(n)}
+                      - {'pbmc3k_counts_seurat_labels'})))")
 for f in $FILES; do cp "$DATA/$f.h5ad" .gpu/data/; done
 tar -czf .gpu/data.tgz -C .gpu data && rm -rf .gpu/data
 echo "gpu_prepare: $(find .gpu -name '*.whl' | wc -l) wheels, $(du -sh .gpu | cut -f1) in .gpu/"

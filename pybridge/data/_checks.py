@@ -170,10 +170,11 @@ def get_labels(adata, labels_key: str, *, what: str = "reference") -> np.ndarray
             f"available columns: {_examples(adata.obs.columns, 12) or 'none'}."
         )
     col = adata.obs[labels_key]
-    na = pd.isna(col).to_numpy() | np.array([isinstance(v, str) and not v.strip() for v in col.tolist()], dtype=bool)
+    raw = col.tolist()
+    na = pd.isna(col).to_numpy() | np.array([isinstance(v, str) and not v.strip() for v in raw], dtype=bool)
     if na.all():
         raise ValueError(f"The {what} label column {labels_key!r} is entirely NA or empty.")
-    values = np.array([None if m else str(v) for v, m in zip(col.tolist(), na)], dtype=object)
+    values = np.array([None if m else str(v) for v, m in zip(raw, na)], dtype=object)
     classes = pd.unique(values[~na])
     if UNASSIGNED in set(classes):
         warnings.warn(
