@@ -1,6 +1,7 @@
 """pybridge: reference-based cell annotation and transfer clustering for AnnData, Seurat and SCE.
 
-Functional API: :func:`pybridge.scnym`; estimators: :class:`pybridge.ScNym`.
+Functional API: :func:`pybridge.scnym`; estimators: :class:`pybridge.ScNym`;
+any saved model: :func:`pybridge.load`.
 """
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ from .models import JIND, JINDConfig
 from .models import ItClust, ItClustConfig
 from .models import CICL, CICLConfig
 from .models import NMFTransfer, NMFTransferConfig
+from .models._registry import load
 from .result import AnnotationResult, ClusteringResult
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "ScNymConfig",
     "data",
     "jind",
+    "load",
     "nmf_transfer",
     "NMFTransfer",
     "NMFTransferConfig",

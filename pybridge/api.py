@@ -4,7 +4,9 @@ Every method has two layers:
 
 * a *compute* function that returns an :class:`~pybridge.AnnotationResult` or
   :class:`~pybridge.ClusteringResult` and touches no container, registered in
-  :data:`COMPUTE` (the CLI and the R bridge call these), and
+  :mod:`pybridge.models._registry` with one calling convention,
+  ``compute(query, reference=None, **options)`` (the CLI, the R bridge and the
+  benchmarks call these through the registry), and
 * the public function (``pybridge.scnym`` ...) that computes and writes the
   result into the AnnData under ``key_added``.
 """
@@ -20,6 +22,7 @@ from .models.jind import JIND
 from .models.itclust import ItClust
 from .models.cicl import CICL
 from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
+from .models._registry import MethodInfo, get_method, methods, register  # noqa: F401 (get_method, methods: re-exported)
 from .data import check_anndata, check_counts, check_names, gene_overlap, get_labels
 
 
@@ -174,6 +177,8 @@ def compute_itclust(
     confidence, mapped source type, soft assignments, embedding) with the
     per-cell score in ``cell_score`` and the unflagged type in ``raw_cell_types``.
     """
+    if reference is None:
+        raise ValueError("ItClust transfers from a labelled reference: pass one (reference=).")
     _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = ItClust(seed=seed, device=device, verbose=verbose, **config_overrides)
@@ -221,9 +226,9 @@ def itclust(
 
 def compute_cicl(
     adata,
+    reference=None,
     *,
     n_clusters: int | None = None,
-    reference=None,
     layer: str | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -354,25 +359,12 @@ def nmf_transfer(
     return result.to_adata(adata, key_added, copy=copy)
 
 
-#: method name -> (kind, compute function, estimator class or None).
-#: kind "annotation": compute(query, reference, **kw); kind "clustering": compute(adata, reference=None, **kw)
-COMPUTE: dict[str, tuple[str, object, type | None]] = {
-    "scnym": ("annotation", compute_scnym, ScNym),
-    "jind": ("annotation", compute_jind, JIND),
-    "itclust": ("annotation", compute_itclust, ItClust),
-    "cicl": ("clustering", compute_cicl, CICL),
-    "nmf_transfer": ("clustering", compute_nmf_transfer, NMFTransfer),
-}
-
-
-def methods(kind: str | None = None) -> list[str]:
-    return sorted(k for k, v in COMPUTE.items() if kind is None or v[0] == kind)
-
-
-def get_method(name: str):
-    if name not in COMPUTE:
-        raise ValueError(f"Unknown method {name!r}; available: {', '.join(methods())}.")
-    return COMPUTE[name]
+register(MethodInfo("scnym", "annotation", "required", ScNym, compute_scnym))
+register(MethodInfo("jind", "annotation", "required", JIND, compute_jind))
+register(MethodInfo("itclust", "clustering", "required", ItClust, compute_itclust, maps_types=True,
+                    extra_fields=("cell_score", "raw_cell_types")))
+register(MethodInfo("cicl", "clustering", "none", CICL, compute_cicl))
+register(MethodInfo("nmf_transfer", "clustering", "optional", NMFTransfer, compute_nmf_transfer, maps_types=True))
 
 
 #: arguments of an estimator's ``fit`` that the callers (CLI, R bridge) set themselves

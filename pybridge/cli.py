@@ -2,7 +2,7 @@
 
     pybridge annotate --reference ref.h5ad --query query.h5ad --out annotated.h5ad [--csv labels.csv]
     pybridge train    --reference ref.h5ad [--query query.h5ad] --out model_dir
-    pybridge predict  --model model_dir --query query.h5ad --out annotated.h5ad
+    pybridge predict  --model model_dir --query query.h5ad --out annotated.h5ad   (any method's model)
     pybridge cluster  --method cicl --input data.h5ad --out clustered.h5ad [--n-clusters K]
 
 Method options go through ``--set key=value`` (repeatable), e.g.
@@ -126,7 +126,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .api import methods
+    from .api import get_method, methods
 
     parser = argparse.ArgumentParser(prog="pybridge", description="Reference-based annotation and transfer clustering.")
     parser.add_argument("--version", action="version", version=f"pybridge {__version__}")
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("annotate", help="train on a labelled reference and annotate a query")
     a.add_argument("--reference", required=True, help="labelled reference (.h5ad or .rds)")
     a.add_argument("--query", required=True, help="query to annotate (.h5ad or .rds)")
-    a.add_argument("--method", default="scnym", choices=methods("annotation"))
+    with_reference = [m for m in methods() if get_method(m).reference == "required"]
+    a.add_argument("--method", default="scnym", choices=with_reference)
     a.add_argument("--labels-key", default="cell_type", help="reference label column (default cell_type)")
     a.add_argument("--layer", default=None, help="query layer with raw counts (default X)")
     a.add_argument("--reference-layer", default=None, help="reference layer with raw counts (default X)")
@@ -144,16 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--csv", help="also write labels and confidences as CSV")
     _common(a)
 
-    t = sub.add_parser("train", help="train a model on a labelled reference and save it to a directory")
-    t.add_argument("--reference", required=True)
-    t.add_argument("--query", help="unlabelled target data for semi-supervised methods")
-    t.add_argument("--method", default="scnym", choices=[m for m in methods("annotation") if _estimator(m)])
+    t = sub.add_parser("train", help="train a model and save it to a directory")
+    t.add_argument("--reference", help="labelled reference (every method but cicl)")
+    t.add_argument("--query", help="unlabelled target data (semi-supervised methods; the data cicl learns from)")
+    t.add_argument("--method", default="scnym", choices=methods())
     t.add_argument("--labels-key", default="cell_type")
     t.add_argument("--reference-layer", default=None)
     t.add_argument("--out", required=True, help="model directory to write")
     _common(t)
 
-    pr = sub.add_parser("predict", help="annotate a query with a saved model")
+    pr = sub.add_parser("predict", help="annotate or cluster a query with a saved model")
     pr.add_argument("--model", required=True, help="model directory from `pybridge train`")
     pr.add_argument("--query", required=True)
     pr.add_argument("--layer", default=None)
@@ -176,12 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _estimator(method: str):
-    from .api import get_method
-
-    return get_method(method)[2]
-
-
 def _run(args) -> None:
     from .api import get_method, split_fit_options
 
@@ -191,46 +186,45 @@ def _run(args) -> None:
     if args.command == "annotate":
         reference = read_input(args.reference, "reference")
         query = read_input(args.query, "query")
-        kind, compute, _ = get_method(args.method)
+        info = get_method(args.method)
         check_output(query, args.key_added or args.method, args.method, args.out, args.query)
-        result = compute(query, reference, labels_key=args.labels_key, layer=args.layer,
+        result = info.compute(query, reference, labels_key=args.labels_key, layer=args.layer,
                          reference_layer=args.reference_layer, **common, **options)
         write_output(query, result, args.key_added or args.method, args.out, args.csv, args.query)
         _summary(result)
     elif args.command == "train":
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise CLIError(f"--out {args.out!r} exists and is not a folder; a model is saved as a folder")
-        reference = read_input(args.reference, "reference")
+        info = get_method(args.method)
+        reference = read_input(args.reference, "reference") if args.reference else None
         query = read_input(args.query, "query") if args.query else None
-        est_cls = _estimator(args.method)
-        options, fit_options = split_fit_options(est_cls, options)
-        model = est_cls(**common, **options)
-        fit_kw = {"labels_key": args.labels_key, "layer": args.reference_layer, **fit_options}
-        if query is not None:
-            fit_kw["query"] = query
-        model.fit(reference, **fit_kw)
+        options, fit_options = split_fit_options(info.estimator, options)
+        model = info.estimator(**common, **options)
+        info.fit(model, reference, query, labels_key=args.labels_key, layer=args.reference_layer, **fit_options)
         model.save(args.out)
         logger.info("saved %s model to %s", args.method, args.out)
     elif args.command == "predict":
         from ._io import read_meta
 
         meta = read_meta(args.model, warn=False)  # the estimator's load() warns about versions once
-        est_cls = _estimator(meta["method"])
-        model = est_cls.load(args.model, device=args.device, verbose=verbose, **options)
+        info = get_method(meta["method"])
+        model = info.estimator.load(args.model, device=args.device, verbose=verbose, **options)
         query = read_input(args.query, "query")
         check_output(query, args.key_added or meta["method"], meta["method"], args.out, args.query)
-        result = model.annotate(query, layer=args.layer)
+        result = info.apply(model, query, layer=args.layer)
         write_output(query, result, args.key_added or meta["method"], args.out, args.csv, args.query)
         _summary(result)
     elif args.command == "cluster":
         adata = read_input(args.input, "input")
         reference = read_input(args.reference, "reference") if args.reference else None
-        kind, compute, _ = get_method(args.method)
+        info = get_method(args.method)
         check_output(adata, args.key_added or args.method, args.method, args.out, args.input)
         kw = dict(common, **options)
         if args.labels_key:
             kw["labels_key"] = args.labels_key
-        result = compute(adata, reference=reference, n_clusters=args.n_clusters, layer=args.layer, **kw)
+        if args.n_clusters is not None:  # ItClust takes its number of clusters from the reference
+            kw["n_clusters"] = args.n_clusters
+        result = info.compute(adata, reference=reference, layer=args.layer, **kw)
         write_output(adata, result, args.key_added or args.method, args.out, args.csv, args.input)
         _summary(result)
 

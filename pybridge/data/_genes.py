@@ -26,11 +26,12 @@ def _id_kind(names: pd.Index) -> str:
     return "Ensembl IDs" if ens > len(sample) / 2 else "gene symbols"
 
 
-def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index) -> str:
+def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index, what: str = "query",
+                  model_role: str = "reference/model") -> str:
     hints = []
     kq, km = _id_kind(query_genes), _id_kind(model_genes)
     if kq != km:
-        hints.append(f"the query uses {kq} but the reference/model uses {km}")
+        hints.append(f"the {what} uses {kq} but the {model_role} uses {km}")
     upper_shared = len(set(map(str.upper, map(str, model_genes))) & set(map(str.upper, map(str, query_genes))))
     exact_shared = len(model_genes.intersection(query_genes))
     if upper_shared > 2 * max(exact_shared, 1):
@@ -41,7 +42,13 @@ def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index) -> str:
     return ("; ".join(hints) + ".") if hints else "check that both use the same gene identifiers and species."
 
 
-def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool = True, warn: bool = True) -> dict:
+def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool = True, warn: bool = True,
+                 model_role: str = "reference/model") -> dict:
+    """How many of ``model_genes`` the ``query_genes`` hold; an error below the floor, a warning below 80 %.
+
+    ``what`` names the side whose genes are looked up and ``model_role`` the side
+    whose genes are counted, in the messages.
+    """
     model_genes = pd.Index(model_genes).astype(str)
     query_genes = pd.Index(query_genes).astype(str)
     shared = int(model_genes.isin(query_genes).sum())
@@ -55,9 +62,9 @@ def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool =
     if check:
         if shared < MIN_SHARED_GENES or frac < MIN_SHARED_FRACTION:
             raise ValueError(
-                f"The {what} shares only {shared} of the {len(model_genes)} reference/model genes "
+                f"The {what} shares only {shared} of the {len(model_genes)} {model_role} genes "
                 f"({100 * frac:.1f}%); at least {MIN_SHARED_GENES} genes and {100 * MIN_SHARED_FRACTION:.0f}% "
-                f"are needed. Hint: {_overlap_hint(model_genes, query_genes)}"
+                f"are needed. Hint: {_overlap_hint(model_genes, query_genes, what, model_role)}"
             )
         if warn and frac < WARN_SHARED_FRACTION:
             warnings.warn(

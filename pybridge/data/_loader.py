@@ -30,11 +30,13 @@ def epoch_batches(
     ``drop_last`` drops an incomplete final batch only when at least one full
     batch exists, so data smaller than one batch still trains (as one batch).
     A final batch smaller than ``min_size`` is merged into the previous one,
-    because BatchNorm cannot train on a single cell.
+    because BatchNorm cannot train on a single cell. ``min_size`` only ever
+    merges: data of at most one batch is that one batch whatever its size
+    (there is no previous batch to merge into), and no items give no batches.
     """
     order = rng.permutation(n) if shuffle else np.arange(n)
     if n <= batch_size:
-        return [order] if n >= min_size else ([order] if n else [])
+        return [order] if n else []
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if len(batches[-1]) < batch_size and drop_last:
         batches = batches[:-1]

@@ -6,6 +6,50 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
+
+
+def column_moments(X: sp.csr_matrix, *, ddof: int = 1, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and variance of a sparse matrix, from its non-zeros (never densified).
+
+    ``ddof=1`` gives the unbiased variance, ``ddof=0`` the population one;
+    ``dtype=None`` keeps the matrix's own precision for the means.
+    """
+    n = X.shape[0]
+    mean = np.asarray(X.mean(axis=0), dtype=dtype).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=dtype).ravel()
+    var = np.maximum(sq - mean**2, 0.0)
+    if ddof:
+        var = var * (n / max(n - ddof, 1))
+    return mean, var
+
+
+def column_mean_sd(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and unbiased standard deviation (float64) for z-scores; a constant gene gets sd 1."""
+    mean, var = column_moments(X)
+    sd = np.sqrt(var)
+    sd[sd == 0] = 1.0
+    return mean, sd
+
+
+class ZScore:
+    """z-scores densified rows on the device, ``(x - mean) / sd``, clipped to ``[-clip, clip]`` when given.
+
+    ``reciprocal=True`` multiplies by a precomputed ``1 / sd`` instead of
+    dividing (CICL's form; the two differ in the last bit of float32).
+    """
+
+    def __init__(self, mean: np.ndarray, sd: np.ndarray, device, clip: float | None = None, *,
+                 reciprocal: bool = False):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.reciprocal = reciprocal
+        scale = 1.0 / np.asarray(sd) if reciprocal else sd
+        self.scale = torch.as_tensor(scale, dtype=torch.float32, device=device)
+        self.clip = None if clip is None else float(clip)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) * self.scale if self.reciprocal else (x - self.mean) / self.scale
+        return z if self.clip is None else z.clamp(-self.clip, self.clip)
 
 
 def library_size(X: sp.csr_matrix) -> np.ndarray:
@@ -49,9 +93,7 @@ def hvg_by_dispersion(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
     a specific HVG procedure implement their own).
     """
     n_top = min(n_top, X_log.shape[1])
-    mean = np.asarray(X_log.mean(axis=0)).ravel()
-    sq = np.asarray(X_log.multiply(X_log).mean(axis=0)).ravel()
-    var = np.maximum(sq - mean**2, 0)
+    mean, var = column_moments(X_log, ddof=0, dtype=None)
     disp = np.where(mean > 0, var / np.maximum(mean, 1e-12), -np.inf)
     return np.sort(np.argsort(-disp, kind="stable")[:n_top])
 
@@ -74,10 +116,7 @@ def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20, *, logged: bool = 
     if logged:
         X = X.copy()
         X.data = np.expm1(X.data)
-    n = X.shape[0]
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
+    mean, var = column_moments(X)
     with np.errstate(divide="ignore", invalid="ignore"):
         disp = np.where(mean > 0, var / np.where(mean > 0, mean, 1.0), np.nan)
         disp = np.log(np.where(disp > 0, disp, np.nan))
@@ -100,10 +139,10 @@ def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, log
     ``finite_only=True`` they are left out, so fewer than ``n_top`` may come back); ties at the cut-off are broken
     by gene order.
     """
-    return _top_by_score(normalized_dispersion(X, n_bins, logged=logged), n_top, finite_only)
+    return top_by_score(normalized_dispersion(X, n_bins, logged=logged), n_top, finite_only)
 
 
-def _top_by_score(score: np.ndarray, n_top: int, finite_only: bool) -> np.ndarray:
+def top_by_score(score: np.ndarray, n_top: int, finite_only: bool) -> np.ndarray:
     """Sorted indices of the ``n_top`` highest scores; NaN scores last (left out with ``finite_only``), ties by
     index."""
     finite = np.isfinite(score)
@@ -201,4 +240,4 @@ def seurat_vst_hvg(X: sp.csr_matrix, n_top: int, *, span: float = 0.3, finite_on
 
     Genes with a NaN score come last (with ``finite_only=True`` they are left out); ties broken by gene order.
     """
-    return _top_by_score(standardized_variance(X, span), n_top, finite_only)
+    return top_by_score(standardized_variance(X, span), n_top, finite_only)

@@ -1,9 +1,25 @@
-"""What every reference-based classifier shares: config handling, reading and
-aligning data, rejection, building results, saving and loading.
+"""The estimator protocol every method stands on.
 
-A subclass sets ``method`` and ``config_cls`` and implements
-``_fit_arrays``, ``_predict_arrays``, ``_transform``, ``_state`` and
-``_load_state``.
+:class:`Estimator` owns what all five share: the frozen config (paper defaults,
+keyword overrides checked by type), the seed, the device and verbosity, fit
+bookkeeping (``fit_info_``, ``history_``), provenance for results
+(:meth:`Estimator._base_params`, one package version) and saving/loading through
+:mod:`pybridge._io` (safetensors + JSON, never a pickle).
+
+On top of it:
+
+* :class:`Annotator` (scNym, JIND): a classifier trained on a labelled
+  reference; ``predict`` gives an :class:`~pybridge.AnnotationResult` with
+  per-class probabilities, the shared rejection rule and gene alignment;
+  ``annotate`` runs whatever per-query step the method has, then predicts.
+* :class:`Clusterer` (CICL, NMF transfer, ItClust): ``fit`` learns from the
+  data (and a reference where the method uses one), ``fit_predict`` clusters the
+  data it was fitted on, ``predict`` / ``cluster`` assign new cells with a fitted
+  or loaded model and give a :class:`~pybridge.ClusteringResult`.
+
+A subclass sets ``method`` and ``config_cls`` and implements ``fit``, its
+prediction, ``_state`` (tensors to save), ``_meta`` (JSON metadata to save) and
+``_load_state`` (restore both).
 """
 from __future__ import annotations
 
@@ -84,27 +100,33 @@ class OptionTypeError(TypeError, ValueError):
     """An option of the wrong type: a ``TypeError``, and a ``ValueError`` as every other bad input."""
 
 
-class BaseAnnotator:
-    """Train once on a labelled reference, annotate many queries."""
+class Estimator:
+    """Config, seed, device, fit bookkeeping, provenance and persistence shared by every method."""
 
     method: str = ""
+    kind: str = ""
     config_cls: type = object
+    #: what "not fitted" tells the user to call
+    _fit_hint: str = "fit(...)"
 
     def __init__(self, config=None, *, seed: int = 0, device: str = "auto", verbose: bool | None = None, **overrides):
         self.config = make_config(self.config_cls, config, overrides)
         self.seed = int(seed)
         self.device = resolve_device(device)
         self.verbose = resolve_verbose(verbose)
-        self.genes_: pd.Index | None = None
-        self.classes_: list[str] | None = None
-        self.thresholds_: np.ndarray | None = None
         self.history_: dict = {}
         self.fit_info_: dict = {}
 
-    # ------------------------------------------------------------------ helpers
+    def _is_fitted(self) -> bool:
+        raise NotImplementedError
+
     def _check_fitted(self) -> None:
-        if self.genes_ is None or self.classes_ is None:
-            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(reference) or load(dir) first.")
+        if not self._is_fitted():
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call {self._fit_hint} or load(dir) first.")
+
+    def _base_params(self) -> dict:
+        """Provenance every result carries first: the config, the seed and the device."""
+        return {"config": dataclasses.asdict(self.config), "seed": self.seed, "device": str(self.device)}
 
     @staticmethod
     def _read(adata, layer, what):
@@ -117,18 +139,91 @@ class BaseAnnotator:
         mask = check_finite_labels(labels)
         return X, genes, labels, mask
 
+    # ------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, torch.Tensor]:
+        """The tensors a saved model holds."""
+        raise NotImplementedError
+
+    def _meta(self) -> dict:
+        """The JSON metadata a saved model holds (besides what :mod:`pybridge._io` adds)."""
+        raise NotImplementedError
+
+    def _restore(self, meta: dict) -> None:
+        """Restore what the metadata alone holds (before :meth:`_load_state`)."""
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore a fitted model from what :meth:`_state` and :meth:`_meta` saved."""
+        raise NotImplementedError
+
+    @classmethod
+    def _saved_config(cls, meta: dict) -> dict:
+        """The saved config options this version knows (older files may lack new options: defaults apply)."""
+        valid = {f.name for f in dataclasses.fields(cls.config_cls)}
+        return {k: v for k, v in dict(meta["config"]).items() if k in valid}
+
+    def save(self, path) -> Path:
+        """Write weights (safetensors) and metadata (JSON) to directory ``path``."""
+        self._check_fitted()
+        return _io.save_model(path, self.method, self._state(), self._meta())
+
+    @classmethod
+    def load(cls, path, *, device: str = "auto", verbose: bool | None = None, **overrides):
+        """Load a model saved with :meth:`save` (never unpickles).
+
+        ``overrides`` may change prediction-time options (e.g. ``reject``).
+        """
+        dev = resolve_device(device)
+        tensors, meta = _io.load_model(path, cls.method, device="cpu")
+        obj = cls(cls._saved_config(meta), seed=meta.get("seed", 0), device=str(dev), verbose=verbose, **overrides)
+        obj.fit_info_ = meta.get("fit_info", {})
+        obj._restore(meta)
+        try:
+            obj._load_state(tensors, meta)
+        except (RuntimeError, KeyError) as err:  # torch: size mismatch / missing or unexpected keys
+            raise _io.config_mismatch(path, err) from None
+        logger.info("loaded %s model from %s (%d genes)", cls.method, path, len(meta["genes"]))
+        return obj
+
+
+class Clusterer(Estimator):
+    """Transfer or unsupervised clustering: ``fit`` then ``fit_predict`` / ``predict`` / ``cluster``."""
+
+    kind = "clustering"
+    _fit_hint = "fit(adata)"
+
+    def fit_predict(self, *args, **kwargs):
+        """Fit, then return the clustering of the data the model was fitted on."""
+        raise NotImplementedError
+
+    def predict(self, adata, *, layer: str | None = None, **options):
+        raise NotImplementedError
+
+    def cluster(self, adata, *, layer: str | None = None, **options):
+        """Cluster ``adata`` with this fitted (or loaded) model: what ``pybridge predict --model`` calls."""
+        return self.predict(adata, layer=layer, **options)
+
+
+class Annotator(Estimator):
+    """Train once on a labelled reference, annotate many queries."""
+
+    kind = "annotation"
+    _fit_hint = "fit(reference)"
+
+    def __init__(self, config=None, *, seed: int = 0, device: str = "auto", verbose: bool | None = None, **overrides):
+        super().__init__(config, seed=seed, device=device, verbose=verbose, **overrides)
+        self.genes_: pd.Index | None = None
+        self.classes_: list[str] | None = None
+        self.thresholds_: np.ndarray | None = None
+
+    def _is_fitted(self) -> bool:
+        return self.genes_ is not None and self.classes_ is not None
+
     # ------------------------------------------------------------- to override
     def _transform(self, X: sp.csr_matrix, genes: pd.Index, target_genes: pd.Index) -> sp.csr_matrix:
         raise NotImplementedError
 
     def _predict_arrays(self, X) -> tuple[np.ndarray, np.ndarray | None]:
         """Return (probabilities, embedding) for model-ready rows ``X``."""
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         raise NotImplementedError
 
     # --------------------------------------------------------------- rejection
@@ -182,9 +277,7 @@ class BaseAnnotator:
             rejected, applied = self._rejected(probs, embedding)
             labels[rejected] = UNASSIGNED
         params = {
-            "config": dataclasses.asdict(self.config),
-            "seed": self.seed,
-            "device": str(self.device),
+            **self._base_params(),
             "gene_overlap": overlap,
             "timings": {**self.fit_info_.get("timings", {}), "predict_s": float(predict_seconds)},
             "training": {k: v for k, v in self.fit_info_.items() if k != "timings"},
@@ -206,10 +299,8 @@ class BaseAnnotator:
             params=params,
         )
 
-    def save(self, path) -> Path:
-        """Write weights (safetensors) and metadata (JSON) to directory ``path``."""
-        self._check_fitted()
-        meta = {
+    def _meta(self) -> dict:
+        return {
             "config": dataclasses.asdict(self.config),
             "genes": list(self.genes_),
             "classes": list(self.classes_),
@@ -218,33 +309,21 @@ class BaseAnnotator:
             "fit_info": self.fit_info_,
             **self._extra_meta(),
         }
-        return _io.save_model(path, self.method, self._state(), meta)
 
     def _extra_meta(self) -> dict:
         return {}
 
-    @classmethod
-    def load(cls, path, *, device: str = "auto", verbose: bool | None = None, **overrides):
-        """Load a model saved with :meth:`save`. ``overrides`` may change prediction-time options (e.g. ``reject``)."""
-        dev = resolve_device(device)
-        tensors, meta = _io.load_model(path, cls.method, device="cpu")
-        cfg = dict(meta["config"])
-        valid = {f.name for f in dataclasses.fields(cls.config_cls)}
-        cfg = {k: v for k, v in cfg.items() if k in valid}
-        obj = cls(cfg, seed=meta.get("seed", 0), device=str(dev), verbose=verbose, **overrides)
-        obj.genes_ = pd.Index(meta["genes"]).astype(str)
-        obj.classes_ = list(meta["classes"])
-        obj.thresholds_ = None if meta.get("thresholds") is None else np.asarray(meta["thresholds"], dtype=float)
-        obj.fit_info_ = meta.get("fit_info", {})
-        try:
-            obj._load_state(tensors, meta)
-        except (RuntimeError, KeyError) as err:  # torch: size mismatch / missing or unexpected keys
-            raise _io.config_mismatch(path, err) from None
-        logger.info("loaded %s model from %s (%d genes, %d classes)", cls.method, path, len(obj.genes_), len(obj.classes_))
-        return obj
+    def _restore(self, meta: dict) -> None:
+        """Genes, classes and rejection thresholds from a saved model's metadata."""
+        self.genes_ = pd.Index(meta["genes"]).astype(str)
+        self.classes_ = list(meta["classes"])
+        self.thresholds_ = None if meta.get("thresholds") is None else np.asarray(meta["thresholds"], dtype=float)
 
 
 def _version() -> str:
     from .. import __version__
 
     return __version__
+
+
+

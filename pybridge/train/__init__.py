@@ -1,4 +1,4 @@
 """Pieces of the training loop that every method reuses."""
-from ._toolkit import EarlyStopping, History, make_rng, progress, seed_everything, split_indices, Timer
+from ._toolkit import BestWeights, EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 
-__all__ = ["EarlyStopping", "History", "Timer", "make_rng", "progress", "seed_everything", "split_indices"]
+__all__ = ["BestWeights", "EarlyStopping", "History", "Timer", "make_rng", "progress", "seed_everything", "split_indices"]

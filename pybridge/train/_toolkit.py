@@ -52,6 +52,26 @@ def split_indices(labels: np.ndarray, fraction: float, rng: np.random.Generator)
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+class BestWeights:
+    """A copy of some modules' weights at the best epoch so far, to put back after training."""
+
+    def __init__(self):
+        self.epoch: int | None = None
+        self.value: float | None = None
+        self._state: dict | None = None
+
+    def keep(self, epoch: int, value: float, modules: dict[str, torch.nn.Module]) -> None:
+        """Remember ``modules``' current weights as the best, reached at ``epoch`` with ``value``."""
+        self.epoch, self.value = epoch, value
+        self._state = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}
+
+    def restore(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Load the kept weights into ``modules`` (nothing happens when none were kept)."""
+        if self._state is not None:
+            for k, m in modules.items():
+                m.load_state_dict(self._state[k])
+
+
 class EarlyStopping:
     """Keep the best weights by a monitored value; stop after ``patience`` epochs without improvement.
 
@@ -63,7 +83,7 @@ class EarlyStopping:
         self.patience, self.min_epochs, self.mode = int(patience), int(min_epochs), mode
         self.best_value: float | None = None
         self.best_epoch: int | None = None
-        self._best_state: dict | None = None
+        self._best = BestWeights()
 
     def _better(self, value: float) -> bool:
         if self.best_value is None:
@@ -76,14 +96,13 @@ class EarlyStopping:
             return False
         if self._better(value):
             self.best_value, self.best_epoch = float(value), int(epoch)
-            self._best_state = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}
+            self._best.keep(self.best_epoch, self.best_value, modules)
             return False
         return epoch - self.best_epoch >= self.patience
 
     def restore(self, modules: dict[str, torch.nn.Module]) -> None:
-        if self._best_state is not None:
-            for k, m in modules.items():
-                m.load_state_dict(self._best_state[k])
+        """Load the best weights seen into ``modules``."""
+        self._best.restore(modules)
 
 
 class History(defaultdict):

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ...data import densify, iter_dense, normalize_total, seurat_dispersion_hvg
+from ...data import ZScore, column_mean_sd, densify, iter_dense, normalize_total, seurat_dispersion_hvg
 
 #: Gene name prefixes removed in step 2 (compared upper-case, so mouse ``mt-`` genes go too).
 SPECIAL_PREFIXES = ("ERCC", "MT-")
@@ -44,8 +44,8 @@ def resolve_min_genes(min_genes, n_genes: int) -> int:
     for whole-transcriptome matrices (>= 10,000 genes) and asks for 1 % of the
     genes below that, e.g. 20 of a 2000-gene panel or HVG subset: the filter is
     meant to remove near-empty cells, and a cell of a 2000-gene panel that
-    detects 60 of them is not one (on panc8_small, a 2000-gene file, the fixed
-    100 removed 153 of 500 cells and 83 of the 100 indrop cells).
+    detects 60 of them is not one (docs/methods/itclust.md has what the fixed
+    100 does to a 2000-gene file).
     """
     if min_genes == "auto":
         return int(min(PAPER_MIN_GENES, math.ceil(AUTO_MIN_GENES_FRACTION * n_genes)))
@@ -139,17 +139,6 @@ def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
     return Prepared(X=X, genes=genes, used=used, hvg=hv, target_sum=target_sum, min_genes=min_genes)
 
 
-def scale_stats(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene mean and (unbiased) standard deviation; a constant gene gets sd 1."""
-    n = X.shape[0]
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
-    sd = np.sqrt(var)
-    sd[sd == 0] = 1.0
-    return mean, sd
-
-
 class ScaledRows:
     """Sparse rows that are z-scored and clipped on the device as they are densified."""
 
@@ -157,22 +146,16 @@ class ScaledRows:
                  device: torch.device):
         self.X = X
         self.device = device
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
-        self.sd = torch.as_tensor(sd, dtype=torch.float32, device=device)
-        self.clip = None if clip is None else float(clip)
+        self._scale = ZScore(mean, sd, device, clip)
 
     @classmethod
     def within(cls, X: sp.csr_matrix, used: np.ndarray, clip, device) -> "ScaledRows":
         """Statistics from the ``used`` rows (the dataset itself), applied to all rows."""
-        mean, sd = scale_stats(X[np.flatnonzero(used)])
+        mean, sd = column_mean_sd(X[np.flatnonzero(used)])
         return cls(X, mean, sd, clip, device)
 
     def __len__(self) -> int:
         return self.X.shape[0]
-
-    def _scale(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.sd
-        return x if self.clip is None else x.clamp(-self.clip, self.clip)
 
     def rows(self, idx: np.ndarray) -> torch.Tensor:
         return self._scale(densify(self.X, idx, self.device))

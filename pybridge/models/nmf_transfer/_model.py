@@ -30,27 +30,25 @@ Steps and defaults (paper and the authors' code; see also the docstrings of
   default SC3's estimate of k), and those labels are used.
 * ``nmf_refine`` (default True, the paper and its code): the second stage
   refines both factors from the one-hot start. That step is not convex and can
-  move W_src away from the labels: argmax W_src agrees with the labels at ARI
-  0.35-0.69 on panc8_small (leave one technology out), 0.61 on Baron mouse 1
-  and 0.39-0.86 on 2000-gene simulations (benchmarks/results_nmf_transfer.md).
+  move W_src away from the labels (argmax W_src no longer matching them).
   Components then stop standing for one cell type, which weakens the transfer
-  and the matched source type; a warning says so when that ARI is below 0.9.
+  and the matched source type; a warning says so when the ARI of argmax W_src
+  against the labels (``fit_info_["source_ari"]``) is below 0.9.
   ``nmf_refine=False`` keeps W_src at the labels and fits only the dictionary
-  (the elastic-net-shrunk class means); it scored a higher ARI than the
-  paper's variant on all six real pairs and in 6 of the 9 simulated settings
-  we measured (tied in the other three).
+  (the elastic-net-shrunk class means).
+* the NMF's coordinate-descent sweeps visit the components in a fixed order
+  (the authors' code, through scikit-learn, shuffles them: ``nmf_shuffle=True``).
 * target coefficients: exact NNLS (coordinate descent to the global optimum
   of the convex problem the paper states). The authors' code instead runs
   100 multiplicative updates from a random start: ``nnls_solver="multiplicative"``.
 * theta grid 0, 0.1, ..., 1.0 (the simulation default of the authors' code);
   ties in KTA go to the smaller theta. At theta = 1 the target's own data are
   gone and the mixture is the NNLS partition itself, which KTA rates highly
-  whether or not it is right: with ``nmf_refine=False`` and no shared cell
-  types (10 000-gene simulation) KTA chose theta = 1 and the ARI fell to ~0.
-  A grid that stops at 0.9 (the authors used 0-0.7 for their real data)
-  avoids this; ``nmf_refine=False, thetas=[0, 0.1, ..., 0.9]`` had the highest
-  ARI of the transfer variants everywhere we measured, and matched or beat
-  TargetCluster in every simulated setting and on 4 of 6 real pairs.
+  whether or not it is right, so with no shared cell types KTA can pick
+  theta = 1 and lose the target's own structure. A grid that stops at 0.9
+  (the authors used 0-0.7 for their real data) avoids this. Of the transfer
+  variants, ``nmf_refine=False, thetas=[0, 0.1, ..., 0.9]`` scored best in
+  pybridge's measurements; the defaults stay the paper's.
 * SC3: see ``_sc3``; k is ``n_clusters`` (the paper always gives the true k),
   or SC3's Tracy-Widom estimate on the target when it is None.
 * Large targets: SC3 builds several n x n matrices (distances, eigenvectors,
@@ -62,13 +60,10 @@ Steps and defaults (paper and the authors' code; see also the docstrings of
   features, as e1071's ``svm`` that SC3 calls) assigns every other cell.
   SVM-assigned cells get their cluster's mean consensus confidence and soft
   assignment; the NNLS embedding and the matched source type are computed for
-  every cell. Deviation: the cap is 2000 cells, not SC3's 5000, because SC3
-  runs here once per theta (11 times by default): on 2 CPU cores one SC3 run
-  on 5000 cells took about 70 s (13 min for the 11 thetas), on 2000 cells
-  about 6 s. On real targets clustered alone the cap cost nothing: 10x PBMC
-  (4271 cells) ARI 0.718 with 2000 vs 0.586 clustering every cell, mouse
-  bladder (2746) 0.544 vs 0.544, pbmc3k (2638) 0.713 vs 0.713.
-  ``svm_max_cells=None`` clusters every cell (memory ~8 n^2 bytes per matrix).
+  every cell. Deviation: the cap is 2000 cells, not SC3's 5000
+  (``svm_max_cells=5000``), because SC3 runs here once per theta (11 times by
+  default). ``svm_max_cells=None`` clusters
+  every cell (memory ~8 n^2 bytes per matrix).
 
 Baselines (``mode``): ``"target"`` runs SC3 on the target alone
 (TargetCluster; with a reference it uses the same shared genes as the
@@ -82,6 +77,8 @@ source labels, the source type matched to each cluster (the most frequent
 binarised NMF assignment of its cells; for ConcatenateCluster the most
 frequent label of the source cells in it); the NNLS coefficients on the
 source dictionary as the embedding (columns = source classes).
+
+Measurements (simulations, real pairs, timings): ``docs/methods/nmf_transfer.md``.
 """
 from __future__ import annotations
 
@@ -96,18 +93,18 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ... import _io
 from ..._settings import logger, resolve_device, resolve_verbose
 from ...data import align_columns, check_finite_labels, gene_overlap, get_counts, get_labels
 from ...data._genes import MIN_SHARED_GENES
 from ...rejection import UNASSIGNED
 from ...result import ClusteringResult
 from ...train import Timer, progress
-from .._base import make_config
+from .._base import Clusterer, _version, make_config
+from .._clustering import relabel_by_size
 from ._nmf import (DataOperator, MixedTarget, SourceDictionary, enet_nmf, mixed_rows, multiplicative_coef, nndsvdar,
                    nnls_coef)
 from ._preprocess import cell_filter_mask, gene_filter_mask, log2p
-from ._sc3 import (DISTANCES, TRANSFORMS, consensus_scores, estimate_k, kernel_target_alignment, relabel_by_size,
+from ._sc3 import (DISTANCES, TRANSFORMS, consensus_scores, estimate_k, kernel_target_alignment,
                    sc3)
 
 MODES = ("transfer", "target", "concatenate")
@@ -255,7 +252,7 @@ def _majority(values: np.ndarray, groups: np.ndarray) -> dict:
     return out
 
 
-class NMFTransfer:
+class NMFTransfer(Clusterer):
     """NMF transfer clustering: ``NMFTransfer(**options).fit(reference).predict(query, n_clusters=k)``.
 
     ``fit`` learns the source dictionary once; ``predict`` clusters any number
@@ -279,16 +276,14 @@ class NMFTransfer:
     method = "nmf_transfer"
     config_cls = NMFTransferConfig
 
+    _fit_hint = "fit(reference)"
+
     def __init__(self, config=None, *, seed: int = 0, device: str = "auto", verbose: bool | None = None, **overrides):
-        self.config = make_config(NMFTransferConfig, config, overrides)
-        self.seed = int(seed)
-        self.device = resolve_device(device)
-        self.verbose = resolve_verbose(verbose)
+        super().__init__(config, seed=seed, device=device, verbose=verbose, **overrides)
         self.module_: SourceDictionary | None = None
         self.genes_: pd.Index | None = None
         self.classes_: list[str] | None = None
         self.labelled_: bool = True
-        self.fit_info_: dict = {}
         self._source: _Prepared | None = None
 
     # ------------------------------------------------------------------ fitting
@@ -386,9 +381,8 @@ class NMFTransfer:
         new.config = make_config(NMFTransferConfig, self.config, overrides)
         return new
 
-    def _check_fitted(self):
-        if self.module_ is None:
-            raise RuntimeError("This NMFTransfer is not fitted yet; call fit(reference) or load(dir) first.")
+    def _is_fitted(self) -> bool:
+        return self.module_ is not None
 
     # ---------------------------------------------------------------- prediction
     def coefficients(self, query, *, layer: str | None = None) -> pd.DataFrame:
@@ -397,14 +391,16 @@ class NMFTransfer:
         trg = _prepare(query, layer, self.config, "query")
         common, _ = _shared(self.genes_, trg, query.var_names)
         op = DataOperator(align_columns(trg.X, trg.genes, common), self.device)
-        A = self._nnls(op, self._dictionary_t(common))
+        A = self.nnls(op, self.dictionary_t(common))
         return pd.DataFrame(A.cpu().numpy(), index=pd.Index(query.obs_names)[trg.cells], columns=self.classes_)
 
-    def _dictionary_t(self, genes: pd.Index) -> torch.Tensor:
+    def dictionary_t(self, genes: pd.Index) -> torch.Tensor:
+        """The source dictionary restricted to ``genes``, genes x components."""
         idx = torch.as_tensor(self.genes_.get_indexer(genes), device=self.device)
         return self.module_.dictionary[:, idx].T.contiguous()
 
-    def _nnls(self, op: DataOperator, Bt: torch.Tensor) -> torch.Tensor:
+    def nnls(self, op: DataOperator, Bt: torch.Tensor) -> torch.Tensor:
+        """Non-negative coefficients of the cells in ``op`` on the dictionary ``Bt`` (the configured solver)."""
         cfg = self.config
         if cfg.nnls_solver == "cd":
             A, _ = nnls_coef(op, Bt, max_iter=cfg.nnls_max_iter or 1000, tol=cfg.nnls_tol)
@@ -419,29 +415,28 @@ class NMFTransfer:
         ``mode="target"`` / ``"concatenate"`` give the paper's baselines on the same genes.
         """
         self._check_fitted()
-        return _run(self.config, query, layer, n_clusters, self.seed, self.device, self.verbose, model=self)
+        return _run(self.config, query, layer, n_clusters, self.seed, self.device, self.verbose, model=self,
+                    source=self._source, labelled=self.labelled_)
+
+    def fit_predict(self, reference, query, *, labels_key: str | None = "cell_type", layer: str | None = None,
+                    query_layer: str | None = None, n_clusters: int | None = None) -> ClusteringResult:
+        """Learn the dictionary from ``reference``, then cluster ``query`` with it."""
+        self.fit(reference, labels_key=labels_key, layer=layer)
+        return self.predict(query, n_clusters=n_clusters, layer=query_layer)
 
     # ---------------------------------------------------------------- persistence
-    def save(self, path):
-        """Write the dictionary (safetensors) and genes, classes, config (JSON) to directory ``path``."""
-        self._check_fitted()
-        meta = {"config": dataclasses.asdict(self.config), "genes": list(self.genes_), "classes": list(self.classes_),
-                "seed": self.seed, "labelled": self.labelled_, "fit_info": self.fit_info_}
-        return _io.save_model(path, self.method, {"dictionary": self.module_.dictionary}, meta)
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"dictionary": self.module_.dictionary}
 
-    @classmethod
-    def load(cls, path, *, device: str = "auto", verbose: bool | None = None, **overrides) -> "NMFTransfer":
-        """Load a model written by :meth:`save`; ``overrides`` may change clustering options (e.g. ``thetas``)."""
-        tensors, meta = _io.load_model(path, cls.method, device="cpu")
-        valid = {f.name for f in dataclasses.fields(NMFTransferConfig)}
-        cfg = {k: v for k, v in meta["config"].items() if k in valid}
-        obj = cls(cfg, seed=meta.get("seed", 0), device=device, verbose=verbose, **overrides)
-        obj.module_ = SourceDictionary(tensors["dictionary"].to(obj.device))
-        obj.genes_ = pd.Index(meta["genes"]).astype(str)
-        obj.classes_ = list(meta["classes"])
-        obj.labelled_ = bool(meta.get("labelled", True))
-        obj.fit_info_ = meta.get("fit_info", {})
-        return obj
+    def _meta(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "genes": list(self.genes_), "classes": list(self.classes_),
+                "seed": self.seed, "labelled": self.labelled_, "fit_info": self.fit_info_}
+
+    def _load_state(self, tensors, meta) -> None:
+        self.module_ = SourceDictionary(tensors["dictionary"].to(self.device))
+        self.genes_ = pd.Index(meta["genes"]).astype(str)
+        self.classes_ = list(meta["classes"])
+        self.labelled_ = bool(meta.get("labelled", True))
 
 
 # ---------------------------------------------------------------------------- the three pipelines
@@ -450,9 +445,6 @@ def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose
     """Cluster ``query``: transfer (needs ``model``), target-only, or concatenated with ``source``."""
     timer, t0 = Timer(), time.perf_counter()
     mode = cfg.mode
-    if model is not None:
-        source = model._source
-        labelled = model.labelled_
     if mode == "concatenate" and source is None:
         raise ValueError("mode='concatenate' needs the reference data: pass reference= (a loaded model does not keep it).")
     with timer("preprocess_s"):
@@ -488,8 +480,8 @@ def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose
             op = DataOperator(Xq, device)
             Bt = assign = None
             if mode == "transfer":
-                Bt = model._dictionary_t(genes)
-                coef = model._nnls(op, Bt)
+                Bt = model.dictionary_t(genes)
+                coef = model.nnls(op, Bt)
                 assign = coef.argmax(1)
             # SC3's hybrid mode: above svm_max_cells cells, SC3 (and KTA) see a random subset
             sub = _sc3_subset(n, cfg.svm_max_cells, seed)
@@ -625,9 +617,3 @@ def run_nmf_transfer(query, *, reference=None, n_clusters: int | None = None, la
         return model.predict(query, n_clusters=n_clusters, layer=layer)
     source = _prepare(reference, reference_layer, cfg, "reference", labels_key)
     return _run(cfg, query, layer, n_clusters, seed, dev, verbose, source=source, labelled=labels_key is not None)
-
-
-def _version() -> str:
-    from ... import __version__
-
-    return __version__

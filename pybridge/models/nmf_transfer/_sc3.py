@@ -30,6 +30,7 @@ import numpy as np
 import scipy.cluster.hierarchy as hc
 import torch
 
+from .._clustering import kmeans_batched, relabel_by_size
 from ._nmf import MixedTarget
 
 DISTANCES = ("euclidean", "pearson", "spearman")
@@ -122,60 +123,6 @@ def dimension_range(n: int, lo: float = 0.04, hi: float = 0.07, max_dims: int = 
     return ds
 
 
-# ---------------------------------------------------------------------------- k-means
-def kmeans_batched(X: torch.Tensor, k: int, n_init: int, max_iter: int, generator: torch.Generator) -> torch.Tensor:
-    """Lloyd's k-means with k-means++ starts for a batch of point sets X (b, n, d).
-
-    All ``n_init`` starts of all sets run together (one batched matrix product
-    per Lloyd step). Returns the labels (b, n) of the start with the smallest
-    inertia per set. An empty cluster keeps its previous centre.
-    """
-    b, n, d = X.shape
-    dev = X.device
-    bi = torch.arange(b, device=dev)[:, None]
-    xx = (X * X).sum(-1)  # (b, n)
-
-    def d2_to(c):  # squared distances of all points to one centre per (set, start): (b, r, n)
-        return (xx[:, None, :] + (c * c).sum(-1)[:, :, None] - 2.0 * torch.einsum("bnd,brd->brn", X, c)).clamp(min=0)
-
-    # k-means++ seeding, independently for every (set, start)
-    first = torch.randint(0, n, (b, n_init), generator=generator, device=generator.device).to(dev)
-    centres = [X[bi, first]]  # (b, r, d)
-    D2 = d2_to(centres[0])
-    for _ in range(1, k):
-        w = D2.reshape(b * n_init, n)
-        tot = w.sum(1, keepdim=True)
-        w = torch.where(tot > 0, w / tot.clamp(min=1e-30), torch.full_like(w, 1.0 / n))
-        pick = torch.multinomial(w.to(generator.device), 1, generator=generator).to(dev).reshape(b, n_init)
-        c = X[bi, pick]
-        centres.append(c)
-        D2 = torch.minimum(D2, d2_to(c))
-    C = torch.stack(centres, dim=2)  # (b, r, k, d)
-    offsets = (torch.arange(n_init, device=dev) * k)[None, None, :]
-
-    def assign(C):
-        # ||c||^2 - 2 x.c for all starts at once: (b, n, r, k); ||x||^2 does not change the argmin
-        part = (C * C).sum(-1)[:, None] - 2.0 * torch.bmm(X, C.reshape(b, n_init * k, d).transpose(1, 2)).view(
-            b, n, n_init, k)
-        return part.min(-1)
-
-    labels = None
-    for _ in range(max_iter):
-        new = assign(C).indices  # (b, n, r)
-        if labels is not None and torch.equal(new, labels):
-            break
-        labels = new
-        onehot = torch.zeros((b, n, n_init * k), dtype=X.dtype, device=dev)
-        onehot.scatter_(2, labels + offsets, 1.0)
-        sums = torch.bmm(onehot.transpose(1, 2), X).view(b, n_init, k, d)
-        counts = onehot.sum(1).view(b, n_init, k)
-        C = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], C)
-    part, labels = assign(C)
-    inertia = (part + xx[:, :, None]).clamp(min=0).sum(1)  # (b, r)
-    best = inertia.argmin(1)
-    return labels[torch.arange(b, device=dev), :, best]
-
-
 # ---------------------------------------------------------------------------- consensus
 def consensus_counts(labels: torch.Tensor, k: int) -> torch.Tensor:
     """Co-association counts (cells x cells): in how many of the clusterings two cells share a cluster."""
@@ -197,16 +144,6 @@ def hierarchical_cut(counts: torch.Tensor, k: int) -> np.ndarray:
     Z = hc.linkage(cond, method="complete")
     cut = hc.cut_tree(Z, n_clusters=k).ravel()
     return relabel_by_size(cut)
-
-
-def relabel_by_size(labels: np.ndarray) -> np.ndarray:
-    """Cluster ids 0.. ordered by decreasing size (ties: first appearance)."""
-    labels = np.asarray(labels)
-    uniq, first, sizes = np.unique(labels, return_index=True, return_counts=True)
-    order = sorted(range(len(uniq)), key=lambda i: (-sizes[i], first[i]))
-    new = np.empty(len(uniq), dtype=np.int64)
-    new[order] = np.arange(len(uniq))
-    return new[np.searchsorted(uniq, labels)]
 
 
 def sc3(
