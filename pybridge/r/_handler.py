@@ -1,45 +1,27 @@
-"""The Python side of the R package, and helpers for Python users of R objects.
+"""The request handler the R package calls: a request dict in, a dict of plain arrays out.
 
-The R package ``pybridge`` (``RunScNym``, ``TrainScNym``, ... in ``R/``) calls
-into this module in one of two ways:
+R reaches :func:`run_from_r` in one of two ways (see :mod:`pybridge.r`):
 
 * **R hosts Python** (an R session, RStudio): R uses reticulate and calls
-  :func:`run_from_r` with a request dict whose count matrices arrive as
+  :func:`run_from_r` directly with a request dict whose count matrices arrive as
   ``scipy.sparse.csc_matrix`` (genes x cells, straight from the ``dgCMatrix``;
   ``.T`` makes it cells x genes CSR without a copy), with the cell and gene
   names passed explicitly and the needed metadata columns as a DataFrame.
-* **Python hosts R** (rpy2: mixed pipelines, the tests, the CLI with ``.rds``
-  files): R must not touch reticulate in this mode (with reticulate 1.28 the
-  first R garbage collection of a reticulate object aborts the process), so
-  :func:`register` puts an R function made with ``rpy2.rinterface.rternalize``
-  into ``options(pybridge.rpy2_callback=)``. The R entry points see it and hand
-  their request, with ``SingleCellExperiment`` objects inside, to that
-  callback; it converts them with anndata2ri here, runs the same
-  :func:`run_from_r`, and returns plain R vectors and matrices.
+* **Python hosts R** (rpy2): the callback in :mod:`pybridge.r._rpy2_bridge`
+  converts R's request (``SingleCellExperiment`` objects become AnnData) and
+  calls the same :func:`run_from_r`.
 
 Either way the answer is a dict of plain arrays (see :func:`result_to_dict`),
 never a Python object that R would have to keep alive; R's ``store.R`` writes
-it into the Seurat or SingleCellExperiment object.
-
-For Python users of R objects: :func:`read_rds` (Seurat or SCE ``.rds`` ->
-AnnData with raw counts in ``X``), :func:`write_result_rds` (write a result into
-the R object with the R package's own store code, and save it) and
-:func:`annotate_rds` (both, around a method). The CLI uses these for ``.rds``
-input and output.
-
-Importing this module never imports rpy2: inside an R session hosted by
-reticulate that import would start a second R. rpy2 is imported by the
-functions that need it.
+it into the Seurat or SingleCellExperiment object. Methods are looked up in the
+registry (:mod:`pybridge.models._registry`).
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import gc
 import inspect
 import json
 import math
-import sys
 import time
 import traceback
 import types
@@ -51,15 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._settings import logger
-from .result import AnnotationResult, ClusteringResult
-
-#: R option under which the rpy2 callback is registered (read by R/python.R).
-R_CALLBACK_OPTION = "pybridge.rpy2_callback"
-#: R option holding an environment through which R hands objects to Python's rpy2 (reticulate >= 1.31 only).
-R_HANDOFF_OPTION = "pybridge.handoff"
-
-_keepalive: list = []  # the rternalized callbacks handed to R (non-empty once registered)
+from ..result import AnnotationResult, ClusteringResult
 
 
 # ============================================================================ requests from R
@@ -209,10 +183,11 @@ def _python_error_text(err: BaseException) -> str:
 def run_from_r(request: dict) -> dict:
     """Run one request from the R package and return plain arrays (never raises).
 
-    ``request`` keys: ``task`` ("annotate", "cluster" or "train"), ``method``
-    (a key of :data:`pybridge.api.COMPUTE`), ``query`` and ``reference`` (see
-    :func:`_dataset`), ``labels_key``, ``seed``, ``device``, ``verbose``,
-    ``n_clusters``, ``path`` (train) and ``options`` (method options).
+    ``request`` keys: ``task`` ("annotate", "cluster", "train" or "methods"),
+    ``method`` (a name in the registry, :func:`pybridge.models._registry.get_method`),
+    ``query`` and ``reference`` (see :func:`_dataset`), ``labels_key``, ``seed``,
+    ``device``, ``verbose``, ``n_clusters``, ``path`` (train) and ``options``
+    (method options).
 
     Errors come back as ``{"error": message, "error_type": ..., "traceback":
     ...}`` and Python warnings as ``{"warnings": [...]}``, so that R can raise
@@ -240,21 +215,33 @@ def run_from_r(request: dict) -> dict:
     return out
 
 
+def _methods_table() -> dict:
+    """The registry for R's ``pybridge_methods()``: equal-length arrays, one entry per method (sorted by name)."""
+    from ..models._registry import get_method, methods
+
+    infos = [get_method(name) for name in methods()]
+    return {
+        "name": np.asarray([i.name for i in infos], dtype=str),
+        "kind": np.asarray([i.kind for i in infos], dtype=str),
+        "reference": np.asarray([i.reference for i in infos], dtype=str),
+        "maps_types": np.asarray([i.maps_types for i in infos], dtype=bool),
+        "extra_fields": np.asarray([",".join(i.extra_fields) for i in infos], dtype=str),
+    }
+
+
 def _dispatch(request: dict) -> dict:
-    from ._io import load_model
-    from .api import get_method, split_fit_options
+    from .._io import load_model
+    from ..api import split_fit_options  # importing the API registers the methods
+    from ..models._registry import get_method
 
     task = str(request.get("task", "annotate"))
     if task == "methods":
-        from .api import COMPUTE
-
-        names = sorted(COMPUTE)
-        return {"name": np.asarray(names, dtype=str), "kind": np.asarray([COMPUTE[n][0] for n in names], dtype=str),
-                "trainable": np.asarray([COMPUTE[n][2] is not None for n in names], dtype=bool)}
+        return _methods_table()
     if task == "echo":
         return _echo(request)
     method = str(request["method"])
-    kind, compute, est_cls = get_method(method)
+    info = get_method(method)
+    compute, est_cls = info.compute, info.estimator
     options = coerce_options(request.get("options"), est_cls)
     seed = int(request.get("seed") or 0)
     device = str(request.get("device") or "auto")
@@ -266,18 +253,11 @@ def _dispatch(request: dict) -> dict:
     read_s = time.perf_counter() - t_read
 
     if task == "train":
-        if est_cls is None:
-            raise ValueError(f"Method {method!r} has no reusable model; use its Run function directly.")
-        if reference is None or isinstance(reference, tuple):
+        if info.reference != "none" and (reference is None or isinstance(reference, tuple)):
             raise ValueError("Training needs a labelled reference dataset (a Seurat object, SingleCellExperiment or .h5ad file).")
         options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(seed=seed, device=device, verbose=verbose, **options)
-        fit_kw = {"labels_key": labels_key or "cell_type", **fit_options}
-        if query is not None:
-            if "query" not in inspect.signature(model.fit).parameters:
-                raise ValueError(f"{method} trains on the reference alone; do not pass a query.")
-            fit_kw["query"] = query
-        model.fit(reference, **fit_kw)
+        info.fit(model, reference, query, labels_key=labels_key or "cell_type", **fit_options)
         path = Path(str(request["path"]))
         model.save(path)
         return {
@@ -293,7 +273,9 @@ def _dispatch(request: dict) -> dict:
     if query is None or isinstance(query, tuple):
         raise ValueError("internal: the query must be a dataset.")
     if task == "annotate":
-        if kind != "annotation":
+        # RunItClust sends "annotate": a clustering method that needs a labelled
+        # reference runs here too, and its result goes back as a clustering
+        if info.kind != "annotation" and info.reference != "required":
             raise ValueError(f"{method!r} is a clustering method; use its Run function for clustering.")
         if isinstance(reference, tuple):  # a saved model
             _, meta = load_model(reference[1])
@@ -303,7 +285,7 @@ def _dispatch(request: dict) -> dict:
                     f"use the Run function of {meta.get('method')!r} or train a {method!r} model."
                 )
             model = est_cls.load(reference[1], device=device, verbose=verbose, **options)
-            result = model.annotate(query)
+            result = info.apply(model, query)
         elif reference is None:
             raise ValueError("A reference is needed: a labelled object, an .h5ad file or a saved model directory.")
         else:
@@ -316,8 +298,10 @@ def _dispatch(request: dict) -> dict:
         if "labels_key" in request:  # sent only to methods that take labels; None is meaningful
             kw["labels_key"] = labels_key
         n_clusters = request.get("n_clusters")
-        result = compute(query, reference=reference, n_clusters=None if n_clusters is None else int(n_clusters),
-                         seed=seed, device=device, verbose=verbose, **kw)
+        n_kw = {}  # ItClust takes no n_clusters: sent only where the method has one or R set it
+        if n_clusters is not None or "n_clusters" in inspect.signature(compute).parameters:
+            n_kw["n_clusters"] = None if n_clusters is None else int(n_clusters)
+        result = compute(query, reference=reference, **n_kw, seed=seed, device=device, verbose=verbose, **kw)
     else:
         raise ValueError(f"internal: unknown task {task!r}.")
     out = result_to_dict(result)
@@ -410,280 +394,3 @@ def result_to_dict(result) -> dict:
         }
     raise TypeError(f"internal: cannot send a {type(result).__name__} to R.")
 
-
-# ============================================================================ rpy2: Python hosts R
-def _rpy2():
-    """Import rpy2 (starting the embedded R if needed) and register the callback."""
-    try:
-        import rpy2.rinterface as ri
-        import rpy2.robjects as ro
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            f"rpy2 is needed to work with R objects from Python ({err}). Install it with "
-            "`pip install -c constraints.txt 'pybridge[r]'` (rpy2 3.5.x for R < 4.5)."
-        ) from None
-    register()
-    return ri, ro
-
-
-def _from_r(x):
-    """An rinterface object -> Python (SCE -> AnnData through anndata2ri; length-1 vectors -> scalars)."""
-    import rpy2.rinterface as ri
-
-    if x is ri.NULL or isinstance(x, ri.NULLType):
-        return None
-    if isinstance(x, ri.SexpS4):
-        if "SingleCellExperiment" in set(x.rclass):
-            return sce_to_anndata(x)
-        raise ValueError(f"internal: cannot convert an R object of class {list(x.rclass)} in Python.")
-    if isinstance(x, ri.ListSexpVector):
-        names = x.names
-        items = [_from_r(v) for v in x]
-        if names is not ri.NULL and not isinstance(names, ri.NULLType):
-            return {str(n): v for n, v in zip(names, items)}
-        return items
-    if isinstance(x, ri.StrSexpVector):
-        vals = [None if v is ri.NA_Character else str(v) for v in x]
-    elif isinstance(x, ri.BoolSexpVector):
-        vals = [None if v is ri.NA_Logical else bool(v) for v in x]
-    elif isinstance(x, ri.IntSexpVector):
-        vals = [None if v is ri.NA_Integer else int(v) for v in x]
-    elif isinstance(x, ri.FloatSexpVector):
-        vals = [None if (isinstance(v, float) and math.isnan(v)) else float(v) for v in x]
-    else:
-        raise ValueError(f"internal: cannot convert R type {type(x).__name__} in Python.")
-    return vals[0] if len(vals) == 1 else vals
-
-
-def _to_r(obj):
-    """Python dict/arrays/scalars -> rinterface objects (a named list for a dict)."""
-    import rpy2.rinterface as ri
-
-    if obj is None:
-        return ri.NULL
-    if isinstance(obj, dict):
-        keys = list(obj)
-        out = ri.ListSexpVector([_to_r(obj[k]) for k in keys])
-        out.do_slot_assign("names", ri.StrSexpVector(keys))
-        return out
-    if isinstance(obj, (bool, np.bool_)):
-        return ri.BoolSexpVector([bool(obj)])
-    if isinstance(obj, (int, np.integer)):
-        return ri.IntSexpVector([int(obj)])
-    if isinstance(obj, (float, np.floating)):
-        return ri.FloatSexpVector([float(obj)])
-    if isinstance(obj, str):
-        return ri.StrSexpVector([obj])
-    if isinstance(obj, (list, tuple)):
-        if all(isinstance(v, str) for v in obj):
-            return ri.StrSexpVector(list(obj))
-        return ri.ListSexpVector([_to_r(v) for v in obj])
-    arr = np.asarray(obj)
-    if arr.dtype.kind in "USO":
-        vec = ri.StrSexpVector([str(v) for v in arr.ravel(order="F")])
-    elif arr.dtype.kind == "b":
-        vec = ri.BoolSexpVector(arr.ravel(order="F").tolist())
-    elif arr.dtype.kind in "iu":
-        vec = ri.IntSexpVector(arr.astype(np.int64).ravel(order="F").tolist())
-    else:
-        vec = ri.FloatSexpVector(np.ascontiguousarray(arr.astype(np.float64).ravel(order="F")))
-    if arr.ndim == 2:
-        vec.do_slot_assign("dim", ri.IntSexpVector(list(arr.shape)))
-    return vec
-
-
-def sce_to_anndata(sce):
-    """A SingleCellExperiment (rpy2 object) -> AnnData with anndata2ri (first assay -> X)."""
-    import anndata2ri
-    from rpy2.robjects.conversion import localconverter
-
-    with localconverter(anndata2ri.converter) as cv, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adata = cv.rpy2py(sce)
-    adata.obs_names = adata.obs_names.astype(str)
-    adata.var_names = adata.var_names.astype(str)
-    return adata
-
-
-def _callback(request):
-    """What R calls in rpy2-hosted mode: an R request list in, an R result list out (errors as data)."""
-    import rpy2.rinterface as ri
-
-    try:
-        t0 = time.perf_counter()
-        req = _from_r(request)
-        convert_s = time.perf_counter() - t0
-        out = run_from_r(req)
-        out["anndata2ri_s"] = convert_s
-    except KeyboardInterrupt:  # Ctrl+C while R waits on Python: R signals an interrupt (R/python.R)
-        out = {"error": "Interrupted in Python (KeyboardInterrupt); the object was not changed.",
-               "error_type": "KeyboardInterrupt"}
-    except Exception as err:
-        out = {"error": _python_error_text(err), "error_type": type(err).__name__, "traceback": traceback.format_exc()}
-    try:
-        return _to_r(out)
-    except Exception as err:  # pragma: no cover - last resort, R still gets an error to raise
-        msg = ri.StrSexpVector([f"internal: could not return the result to R ({type(err).__name__}: {err})"])
-        res = ri.ListSexpVector([msg])
-        res.do_slot_assign("names", ri.StrSexpVector(["error"]))
-        return res
-
-
-def register() -> None:
-    """Register the rpy2 callback in the embedded R (``options(pybridge.rpy2_callback=)``).
-
-    Called by every helper here that uses R; call it yourself before running
-    ``pybridge::RunScNym(...)`` through ``rpy2.robjects.r``. Idempotent.
-    """
-    import rpy2.rinterface as ri
-    import rpy2.robjects as ro
-
-    if _keepalive and isinstance(ro.r("getOption")(R_CALLBACK_OPTION), ri.SexpClosure):
-        return
-    fn = ri.rternalize(_callback)
-    # keep the Python side of the R closure alive: rpy2 holds only a handle, and
-    # R calling a collected handle aborts the process
-    if not _keepalive:
-        atexit.unregister(_release_callbacks)  # registered once, after rpy2's own exit handler (they run last first)
-        atexit.register(_release_callbacks)
-    _keepalive.append(fn)
-    ro.r("options")(**{R_CALLBACK_OPTION: fn})
-    logger.info("registered the pybridge rpy2 callback in R")
-
-
-def _release_callbacks() -> None:
-    """At exit, while rpy2 is still whole: unset the R option and drop the handles.
-
-    Left to the interpreter's teardown, rpy2's finalizers run after its own
-    module globals are gone and print ``TypeError: 'NoneType' object is not
-    callable`` (harmless, but noise at the end of every session).
-    """
-    try:
-        import rpy2.rinterface as ri
-        import rpy2.robjects as ro
-
-        ro.r("options")(**{R_CALLBACK_OPTION: ri.NULL})
-    except Exception:  # R already ended: nothing left to unset
-        pass
-    _keepalive.clear()
-    gc.collect()
-
-
-def _r_package(ro):
-    ok = ro.r('isTRUE(requireNamespace("pybridge", quietly = TRUE))')[0]
-    if not ok:
-        root = Path(__file__).resolve().parents[1]
-        raise RuntimeError(
-            "The R package pybridge is not installed in this R "
-            f"({ro.r('R.home()')[0]}); install it with `R CMD INSTALL {root}` (or run scripts/setup.sh)."
-        )
-
-
-def _r_call(ro, r_function: str, *args, **kwargs):
-    """Call an internal R function of the R package and surface R errors as ValueError."""
-    from rpy2.rinterface_lib.embedded import RRuntimeError
-
-    f = ro.r(f"pybridge:::{r_function}")
-    try:
-        return f(*args, **kwargs)
-    except RRuntimeError as err:
-        msg = str(err).strip()
-        raise ValueError(msg.splitlines()[0] if msg else "R error") from None
-
-
-def read_rds(path, *, assay: str | None = None):
-    """Read a Seurat or SingleCellExperiment ``.rds`` file into AnnData (through rpy2 and anndata2ri).
-
-    ``X`` holds the raw counts (Seurat: the ``counts`` layer of ``assay``, by
-    default the object's default assay; SCE: the ``assay`` assay, default
-    ``"counts"``), ``obs`` every cell metadata column, ``var_names`` the genes.
-    Other SCE assays become layers and reduced dimensions ``obsm`` entries.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{str(path)!r} does not exist.")
-    ri, ro = _rpy2()
-    _r_package(ro)
-    obj = ro.r("readRDS")(str(path))
-    sce = _r_call(ro, ".for_anndata2ri", obj, assay=ro.NULL if assay is None else assay, what=f"file {path.name}")
-    adata = sce_to_anndata(sce)
-    return adata
-
-
-def write_result_rds(source_rds, out_rds, result, key_added: str | None = None, *,
-                     function: str = "pybridge.write_result_rds"):
-    """Write ``result`` into the R object saved in ``source_rds`` and save it as ``out_rds``.
-
-    Uses the R package's own store code, so the columns, reduction, assay or
-    metadata entries and the command log are exactly those ``RunScNym`` and
-    friends write. Every pre-existing metadata column is kept.
-    """
-    ri, ro = _rpy2()
-    _r_package(ro)
-    name = key_added or result.method
-    obj = ro.r("readRDS")(str(source_rds))
-    res = _to_r(result_to_dict(result))
-    out = _r_call(ro, ".store_from_python", obj, res, name=name, fn=function)
-    ro.r("saveRDS")(out, str(out_rds))
-    return Path(out_rds)
-
-
-def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels_key: str = "cell_type",
-                 key_added: str | None = None, seed: int = 0, device: str = "auto", verbose: bool | None = None,
-                 **options):
-    """Annotate the Seurat/SCE object in ``query_rds`` and save it, with the new metadata, as ``out_rds``.
-
-    ``reference`` may be an ``.rds`` file (Seurat/SCE), an ``.h5ad`` file, an
-    AnnData or a saved model directory. Returns the result object.
-    """
-    import anndata as ad
-
-    from ._io import load_model
-    from .api import get_method
-
-    query = read_rds(query_rds)
-    kind, compute, est_cls = get_method(method)
-    if isinstance(reference, (str, Path)) and Path(reference).expanduser().is_dir():
-        _, meta = load_model(reference, method)
-        result = est_cls.load(reference, device=device, verbose=verbose, **options).annotate(query)
-    else:
-        if isinstance(reference, (str, Path)):
-            reference = read_rds(reference) if str(reference).lower().endswith(".rds") else ad.read_h5ad(reference)
-        if kind == "annotation":
-            result = compute(query, reference, labels_key=labels_key, seed=seed, device=device, verbose=verbose,
-                             **options)
-        else:
-            result = compute(query, reference=reference, labels_key=labels_key, seed=seed, device=device,
-                             verbose=verbose, **options)
-    write_result_rds(query_rds, out_rds, result, key_added or method, function="pybridge.annotate_rds")
-    return result
-
-
-# ============================================================================ R hosts Python, anndata2ri path
-def run_from_r_handoff(request: dict) -> dict:
-    """The anndata2ri path inside an R-hosted session (reticulate >= 1.31 only; R checks the version).
-
-    R leaves the SingleCellExperiment objects in the environment registered as
-    ``options(pybridge.handoff=)`` and sends their names (``{"kind": "handoff",
-    "name": ...}``); rpy2, attached to the running R, converts them here.
-    """
-    import rpy2.robjects as ro
-
-    env = ro.r("getOption")(R_HANDOFF_OPTION)
-    req = dict(request)
-    for key in ("query", "reference"):
-        p = req.get(key)
-        if isinstance(p, dict) and p.get("kind") == "handoff":
-            req[key] = sce_to_anndata(env[str(p["name"])])
-    return run_from_r(req)
-
-
-# registered automatically when this module is imported into a Python process that already runs R through rpy2
-if "rpy2.rinterface" in sys.modules:  # pragma: no cover - depends on import order
-    try:
-        import rpy2.rinterface as _ri
-
-        if _ri.isinitialized():
-            register()
-    except Exception:
-        pass
