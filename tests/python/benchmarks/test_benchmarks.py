@@ -7,6 +7,7 @@ Nothing here checks speed or how good a tool is beyond "better than chance".
 """
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+# the repository root: the folder above this file that holds benchmarks/ (wherever under tests/ this file sits)
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "benchmarks" / "harness.py").exists())
 DATA_DIR = Path(os.environ.get("PYBRIDGE_DATA", ROOT.parent / "shared" / "data"))
 TOOLS = "pybridge_scnym,pybridge_cicl,logreg,seurat,pca_kmeans,scanvi"
 
@@ -73,7 +75,7 @@ def test_quick_benchmark_run(tmp_path):
 
 def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
-    from benchmarks.harness import TOOLS as ALL
+    from benchmarks.tools import TOOLS as ALL
     from benchmarks.peers import PY_PEERS
 
     assert not ALL["scanvi_default"].in_default_run and ALL["scanvi"].in_default_run
@@ -81,15 +83,94 @@ def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
     assert PY_PEERS["scanvi_default"] is PY_PEERS["scanvi"]
 
 
-def test_every_pybridge_annotator_tool_maps_to_a_method(monkeypatch):
+def test_every_pybridge_tool_maps_to_a_registered_method(monkeypatch):
+    """Each pybridge row of the tool table names a method of pybridge's registry, and a tool scored as an annotator
+    names a method whose result has labels (an annotation method, or a clustering that maps and flags types)."""
     monkeypatch.syspath_prepend(str(ROOT))
-    from benchmarks.harness import TOOLS as ALL
-    from benchmarks.worker import PYBRIDGE_ANNOTATORS
+    import pybridge  # noqa: F401 (registers the methods)
+    from pybridge.models._registry import get_method, methods
 
-    ours = {n for n, t in ALL.items() if t.group == "pybridge" and t.annotation and n != "pybridge_itclust"}
-    assert ours == set(PYBRIDGE_ANNOTATORS)
-    assert PYBRIDGE_ANNOTATORS["pybridge_scnym_top2000"] == "scnym"
+    from benchmarks.tools import PYBRIDGE_METHODS, TOOLS as ALL
+
+    assert {n for n, t in ALL.items() if t.group == "pybridge"} == set(PYBRIDGE_METHODS)
+    assert set(PYBRIDGE_METHODS.values()) == set(methods())
+    assert PYBRIDGE_METHODS["pybridge_scnym_top2000"] == "scnym"
     assert ALL["pybridge_scnym_top2000"].full == {"reject": True, "discovery": False, "n_top_genes": 2000}
+    for name, method in PYBRIDGE_METHODS.items():
+        info = get_method(method)
+        labelled = info.kind == "annotation" or (info.maps_types and "raw_cell_types" in info.extra_fields)
+        assert ALL[name].annotation == labelled, name
+        assert (ALL[name].clusters == "sets") == (info.reference == "none"), name
+
+
+def test_worker_writes_each_kind_of_result_with_its_columns(monkeypatch):
+    """One generic worker path for every pybridge method: the columns of pred.csv follow the registry record
+    (annotation; clustering with flagged mapped types, i.e. ItClust; clustering with or without mapped types)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import dataclasses
+
+    import pybridge  # noqa: F401
+    from pybridge.models._registry import get_method
+    from pybridge.models.itclust._model import ItClustResult
+    from pybridge.result import AnnotationResult, ClusteringResult
+
+    from benchmarks import worker
+
+    n, obs = 4, pd.Index(list("wxyz"))
+    lab = np.array(["a", "b", "Unassigned", "a"], dtype=object)
+    raw = np.array(["a", "b", "b", "a"], dtype=object)
+    clusters = np.array([0, 1, 2, 0])
+    results = {
+        "scnym": AnnotationResult(obs, ["a", "b"], np.full((n, 2), 0.5), lab, raw, np.linspace(0.1, 0.9, n),
+                                  rejection=True, params={"training": {"epochs_trained": 5, "best_epoch": 3}}),
+        "itclust": ItClustResult(obs, clusters, np.full(n, 0.7), cell_types=lab, cell_score=np.full(n, 0.4),
+                                 raw_cell_types=raw),
+        "nmf_transfer": ClusteringResult(obs, clusters, np.ones(n), cell_types=raw, params={"theta": 0.5}),
+        "cicl": ClusteringResult(obs, clusters, np.ones(n), params={"training": {"epochs_trained": 2}}),
+    }
+    calls = []
+
+    def record(method):
+        def compute(query, reference=None, **kw):
+            calls.append((method, reference, kw.get("labels_key")))
+            return results[method]
+        return compute
+
+    monkeypatch.setattr(worker, "_method",
+                        lambda name, threads: dataclasses.replace(get_method(name), compute=record(name)))
+    got = {m: worker.run_pybridge(m, None if m == "cicl" else "REF", "QUERY", {}, 0, "cpu", 1) for m in results}
+    assert calls == [("scnym", "REF", "cell_type"), ("itclust", "REF", "cell_type"),
+                     ("nmf_transfer", "REF", "cell_type"), ("cicl", None, None)]
+    cols = {m: list(out.columns) for m, (out, _, _) in got.items()}
+    assert cols == {"scnym": ["label", "raw_label", "confidence", "rejected", "score"],
+                    "itclust": ["label", "raw_label", "confidence", "score", "rejected", "cluster"],
+                    "nmf_transfer": ["cluster", "raw_label"], "cicl": ["cluster"]}
+    assert got["scnym"][2] == {"rejection": True, "epochs_trained": 5, "best_epoch": 3}
+    assert list(got["scnym"][0]["rejected"]) == [0, 0, 1, 0]
+    itc = got["itclust"][0]
+    assert list(itc["rejected"]) == [0, 0, 1, 0] and list(itc["raw_label"]) == list(raw)
+    assert (itc["confidence"] == 0.4).all() and list(itc["cluster"]) == ["0", "1", "2", "0"]
+    assert got["itclust"][2] == {"n_clusters": 3} and got["cicl"][2] == {"n_clusters": 3}
+    assert got["nmf_transfer"][2] == {"n_clusters": 3, "theta": 0.5}
+
+
+def test_benchmark_modules_import_without_a_cycle():
+    """tools / formatting / environment are leaves; the harness imports neither the report nor the scale run, and
+    the report does not import the harness (only its ``main`` does, to collect a run's rows)."""
+    code = ("import sys; import benchmarks.{mod}; "
+            "print(sorted(m for m in sys.modules if m.startswith('benchmarks.')))")
+    loaded = {}
+    for mod in ("tools", "formatting", "harness", "report", "worker"):
+        r = subprocess.run([sys.executable, "-c", code.format(mod=mod)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        loaded[mod] = set(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
+    assert loaded["tools"] == {"benchmarks.tools"} and loaded["formatting"] == {"benchmarks.formatting"}
+    assert not {"benchmarks.report", "benchmarks.scale", "benchmarks.cli"} & loaded["harness"]
+    assert not {"benchmarks.harness", "benchmarks.scale", "benchmarks.cli"} & loaded["report"]
+    assert loaded["worker"] == {"benchmarks.worker", "benchmarks.tools"}  # light: it also runs without pybridge
+    for f in (ROOT / "benchmarks").glob("*.py"):
+        assert "sys.path" not in f.read_text(), f"{f.name} edits sys.path; run it as python -m benchmarks.{f.stem}"
 
 
 def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, monkeypatch):

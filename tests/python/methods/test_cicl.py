@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
 import pybridge
-from pybridge.api import COMPUTE, compute_cicl
+from pybridge.api import compute_cicl
+from pybridge.models._registry import get_method
 from pybridge.models.cicl import (
     CICL,
     CICLConfig,
@@ -421,7 +422,8 @@ def test_device_is_used_consistently(small):
 
 # ----------------------------------------------------------------------------- API
 def test_public_function_and_registry(small):
-    assert COMPUTE["cicl"][0] == "clustering" and COMPUTE["cicl"][2] is CICL
+    info = get_method("cicl")
+    assert (info.kind, info.reference, info.estimator, info.compute) == ("clustering", "none", CICL, compute_cicl)
     a = small.copy()
     out = pybridge.cicl(a, n_clusters=5, key_added="cc", seed=0, copy=True, **{k: v for k, v in SMALL.items()})
     assert "cc" not in a.obs and "cc" in out.obs and "X_cc" in out.obsm and "cc_confidence" in out.obs

@@ -1,5 +1,5 @@
 """The bad-input matrix, part 2: estimators (fit / predict / save / load), model directories and the CLI,
-for every method in the registry (tiny data and settings from test_input_matrix.py).
+for every method in the registry (tiny data and settings from input_matrix_helpers.py).
 """
 from __future__ import annotations
 
@@ -14,20 +14,22 @@ import pytest
 
 import pybridge
 from pybridge import _io
-from pybridge.api import COMPUTE
+from pybridge.models._registry import get_method
 from pybridge.cli import main
 
-from test_input_matrix import (METHODS, TINY, TRAINING_MODULES, TrainingStarted, interrupt_training,  # noqa: F401
-                               is_annotation, one_thread, toy)
+from input_matrix_helpers import (METHODS, TINY, TRAINING_MODULES, TrainingStarted,  # noqa: F401
+                                  interrupt_training, is_annotation, needs_reference, one_thread, toy)
 
-ANNOTATION = [m for m in METHODS if is_annotation(m)]
-CLUSTERING = [m for m in METHODS if not is_annotation(m)]
+#: run by the CLI as ``annotate`` (a labelled reference is required: scNym, JIND and ItClust) or ``cluster``
+ANNOTATION = [m for m in METHODS if needs_reference(m)]
+CLUSTERING = [m for m in METHODS if not needs_reference(m)]
 
 
 def estimator(method, **kw):
     opts = {**TINY[method], "device": "cpu", "verbose": False, **kw}
-    opts.pop("n_clusters", None) if method == "nmf_transfer" else None  # a predict() argument there
-    return COMPUTE[method][2](**opts)
+    if method == "nmf_transfer":
+        opts.pop("n_clusters", None)  # a predict() argument there
+    return get_method(method).estimator(**opts)
 
 
 def fit(method, ref, q):
@@ -44,7 +46,7 @@ def predict(method, model, q):
 
 
 def outputs(method, result):
-    return np.asarray(result.labels if is_annotation(method) and method != "itclust" else result.clusters, dtype=str)
+    return np.asarray(result.labels if is_annotation(method) else result.clusters, dtype=str)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def copy_model(saved, method, tmp_path) -> Path:
 
 
 def load(method, path, **kw):
-    return COMPUTE[method][2].load(path, verbose=False, **kw)
+    return get_method(method).estimator.load(path, verbose=False, **kw)
 
 
 # ============================================================================ estimators
@@ -248,7 +250,8 @@ def test_model_from_another_version_in_the_same_format_loads_with_a_warning(meth
 def test_models_written_before_the_tensor_manifest_still_load(saved, tmp_path):
     path = copy_model(saved, "scnym", tmp_path)
     _write_meta(path, {k: v for k, v in _meta(path).items() if k != "tensors"})
-    load("scnym", path, device="cpu")
+    model = load("scnym", path, device="cpu")
+    np.testing.assert_array_equal(outputs("scnym", predict("scnym", model, toy(seed=1, prefix="q"))), saved["scnym"][1])
 
 
 # ============================================================================ CLI
@@ -346,6 +349,35 @@ def test_cli_train_then_predict(method, files):
     assert main(["predict", "--model", str(model_dir), "--query", str(files / "q.h5ad"), "--csv",
                  str(files / "p.csv"), "--device", "cpu", "--quiet"]) == 0
     assert (files / "p.csv").exists()
+
+
+@pytest.mark.parametrize("method", CLUSTERING)
+def test_cli_train_then_predict_clusterers(method, files):
+    """Any method's model directory works with ``pybridge predict``: a clusterer's clusters the query."""
+    import anndata as ad
+    import pandas as pd
+
+    model_dir = files / "model"
+    data = ["--query", str(files / "q.h5ad")] if method == "cicl" else ["--reference", str(files / "ref.h5ad")]
+    assert main(["train", "--method", method, *data, "--out", str(model_dir), "--device", "cpu", "--quiet",
+                 *_sets(method, drop=("n_clusters",) if method == "nmf_transfer" else ())]) == 0
+    assert main(["predict", "--model", str(model_dir), "--query", str(files / "q.h5ad"), "--csv",
+                 str(files / "p.csv"), "--device", "cpu", "--quiet"]) == 0
+    table = pd.read_csv(files / "p.csv", index_col=0)
+    q = ad.read_h5ad(files / "q.h5ad")
+    assert list(table.index) == list(q.obs_names) and "cluster" in table
+    expected = get_method(method).apply(pybridge.load(model_dir, device="cpu", verbose=False), q)
+    assert (table["cluster"].astype(str).to_numpy() == np.asarray(expected.clusters).astype(str)).all()
+
+
+def test_cli_train_says_what_each_method_learns_from(files, capsys):
+    args = ["--out", str(files / "m"), "--device", "cpu", "--quiet"]
+    assert main(["train", "--method", "cicl", "--reference", str(files / "ref.h5ad"), *args]) == 2
+    assert "unsupervised and takes no reference" in capsys.readouterr().err
+    assert main(["train", "--method", "itclust", "--reference", str(files / "ref.h5ad"), *args]) == 2
+    assert "reference and the query together" in capsys.readouterr().err
+    assert main(["train", "--method", "scnym", *args]) == 2
+    assert "trains on a labelled reference" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fault, match", [

@@ -14,7 +14,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import pybridge
-from pybridge.api import COMPUTE, compute_itclust
+from pybridge.api import compute_itclust
+from pybridge.models._registry import get_method
 from pybridge.models.itclust import (
     ItClust,
     ItClustConfig,
@@ -378,7 +379,9 @@ def test_target_cells_below_min_genes_still_get_a_result(panc8_pair):
 # ----------------------------------------------------------------------------- API and errors
 def test_functional_api_and_registry(pair):
     r, q = pair
-    assert COMPUTE["itclust"][1] is compute_itclust and COMPUTE["itclust"][2] is ItClust
+    info = get_method("itclust")
+    assert info.compute is compute_itclust and info.estimator is ItClust
+    assert (info.kind, info.reference, info.maps_types) == ("clustering", "required", True)
     q2 = q.copy()
     assert pybridge.itclust(q2, r, seed=0, device="cpu", verbose=False, **FAST) is None
     for key in ("itclust", "itclust_confidence", "itclust_cell_type", "itclust_cell_score"):

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 import torch
 
 import pybridge
-from pybridge.api import COMPUTE, compute_jind
+from pybridge.api import compute_jind
+from pybridge.models._registry import get_method
 from pybridge.models.jind import (
     JIND,
     JINDClassifier,
@@ -281,8 +282,8 @@ def test_stage_errors_and_other_query_warning(fitted, pair):
 
 def test_api_writes_outputs_and_registry(pair, tmp_path):
     ref, q = pair
-    kind, fn, est = COMPUTE["jind"]
-    assert (kind, fn, est) == ("annotation", compute_jind, JIND)
+    info = get_method("jind")
+    assert (info.kind, info.reference, info.compute, info.estimator) == ("annotation", "required", compute_jind, JIND)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         out = pybridge.jind(q, ref, key_added="jd", copy=True, seed=0, device="cpu", verbose=False,

@@ -39,6 +39,7 @@ from pybridge.models.nmf_transfer import (
     simulate_transfer,
 )
 from pybridge.models.nmf_transfer._sc3 import consensus_scores, distance_matrix, sc3
+from pybridge.models._registry import get_method
 from pybridge.rejection import UNASSIGNED
 
 
@@ -333,7 +334,7 @@ def test_functional_api_writes_pybridge_outputs(tmp_path):
     assert set(out.obs[f"{key}_cell_type"].astype(str)) <= types
     assert uns["n_clusters"] == k and not uns["n_clusters_estimated"] and uns["mode"] == "transfer"
     out.write_h5ad(tmp_path / "o.h5ad")  # uns is h5ad-safe
-    assert pybridge.api.COMPUTE["nmf_transfer"][0] == "clustering"
+    assert (get_method("nmf_transfer").kind, get_method("nmf_transfer").reference) == ("clustering", "optional")
     # the reference may come second by position, as in scnym(query, reference) and RunNMFTransfer(object, reference)
     positional = pybridge.nmf_transfer(t, s, n_clusters=k, copy=True, seed=1, nmf_refine=False, **FAST)
     assert positional.obs[key].equals(out.obs[key])

@@ -76,7 +76,7 @@ def test_outputs_are_consistent(fitted):
     np.testing.assert_allclose(res.confidence, P.max(1))
     assert set(res.labels) <= set(model.classes_) | {UNASSIGNED}
     assert res.embedding.shape == (q.n_obs, 256)
-    pybridge.AnnotationResult  # public
+    assert type(res) is pybridge.AnnotationResult and "AnnotationResult" in pybridge.__all__  # the public type
     res.to_adata(q, "scnym")
     assert q.obs["scnym"].dtype.name == "category"
     assert list(q.uns["scnym"]["classes"]) == model.classes_

@@ -86,9 +86,10 @@ def test_sigint_during_training_leaves_r_alive_and_the_object_unchanged(tmp_path
 def test_keyboard_interrupt_in_python_hosted_r_is_an_r_interrupt_and_changes_nothing(r_session, monkeypatch):
     """Python hosts R (rpy2): a KeyboardInterrupt in the training loop reaches R as an ``interrupt`` condition
     (class ``pybridge_interrupted``), not as a crash or an "internal" error; R's object is unchanged."""
-    from test_input_matrix import interrupt_training
+    import pybridge
+    from input_matrix_helpers import interrupt_training
 
-    interrupt_training(monkeypatch, ["pybridge.models.scnym"])
+    interrupt_training(monkeypatch, [pybridge.ScNym.__module__])
     ro = r_session
     ro.r('''
       local({

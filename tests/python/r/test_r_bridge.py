@@ -25,7 +25,7 @@ from conftest import accuracy, load
 pytestmark = pytest.mark.r
 
 EPOCHS = 15
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _rpy2_or_skip():

@@ -13,7 +13,7 @@ from pybridge import ScNym
 from pybridge.r import coerce_options, result_to_dict, run_from_r
 from pybridge.result import AnnotationResult, ClusteringResult
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _payload(adata, obs_cols=()):
@@ -100,6 +100,13 @@ def test_registry_listing_for_r():
     out = run_from_r({"task": "methods"})
     assert "scnym" in out["name"].tolist()
     assert out["kind"][out["name"].tolist().index("scnym")] == "annotation"
+    # one row per registered method, in equal-length arrays R turns into a data.frame
+    fields = ("name", "kind", "reference", "maps_types", "extra_fields")
+    assert len({len(out[f]) for f in fields}) == 1 and out["maps_types"].dtype == bool
+    it = out["name"].tolist().index("itclust")
+    assert (out["kind"][it], out["reference"][it], out["maps_types"][it]) == ("clustering", "required", True)
+    assert out["extra_fields"][it] == "cell_score,raw_cell_types"
+    assert out["extra_fields"][out["name"].tolist().index("cicl")] == ""
 
 
 def test_r_package_ships_the_same_pins():

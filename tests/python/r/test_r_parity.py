@@ -71,7 +71,7 @@ def test_r_entry_point_matches_python(panc8_pair, method, r_session):
     _send_pair(ro, ref, q)
     r_opts = ", ".join(f"{k} = {_r_value(v)}" for k, v in opts.items())
     _run_r(ro, f'{fn}(to_seu(par_q_sce), to_seu(par_ref_sce), seed = 1, device = "cpu", verbose = FALSE, {r_opts})')
-    compute = pybridge.api.get_method(method)[1]
+    compute = pybridge.api.get_method(method).compute
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = compute(q, ref, seed=1, device="cpu", verbose=False, **opts)
