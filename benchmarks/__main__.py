@@ -1,4 +1,4 @@
 """``python -m benchmarks [--quick] ...`` / ``python -m benchmarks scale ...`` / ``python -m benchmarks report ...``."""
-from .harness import main
+from .cli import main
 
 raise SystemExit(main())

@@ -11,7 +11,7 @@ written to ``--out``). Labels are used only to score finished runs.
 The baselines need scanpy + leidenalg (optional; without scanpy the
 PCA+KMeans baseline runs on pybridge's own preprocessing and Leiden is skipped).
 
-    python benchmarks/bench_cicl.py --threads 1 --out benchmarks/results_cicl.md
+    python -m benchmarks.bench_cicl --threads 1 --out benchmarks/results_cicl.md
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pybridge
+from pybridge.models.cicl import CICL
 
-import pybridge  # noqa: E402
-from pybridge.models.cicl import CICL  # noqa: E402
-from benchmarks.tasks import CLUSTERING_SETS  # noqa: E402
+from .tasks import CLUSTERING_SETS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = CLUSTERING_SETS  # the suite's clustering sets (benchmarks/tasks.py)
@@ -97,7 +97,7 @@ def run_cicl(a, k, seed, device, overrides):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_cicl", description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

@@ -1,6 +1,6 @@
 """ItClust on the reference -> query dev tasks, next to scNym and JIND; plus "source without some types".
 
-    python benchmarks/bench_itclust.py [--data ../shared/data] [--device cpu] [--tasks baron,panc8:indrop]
+    python -m benchmarks.bench_itclust [--data ../shared/data] [--device cpu] [--tasks baron,panc8:indrop]
                                        [--peers scnym,jind | --peers none] [--set min_genes=10 ...]
                                        [--no-removal] [--out benchmarks/results_itclust.md]
                                        [--resume /tmp/itclust_bench]
@@ -42,13 +42,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+import pybridge  # noqa: F401 (importing pybridge registers its methods)
+from pybridge.models._registry import get_method, methods
+
+from .tasks import PAIRS, PANC8_TECHS  # the suite's task list
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pybridge  # noqa: E402
-from pybridge.api import COMPUTE  # noqa: E402
-
-from benchmarks.tasks import PAIRS, PANC8_TECHS  # noqa: E402  (the suite's task list)
 
 #: removal experiments: task -> types removed from the reference
 REMOVALS = [
@@ -77,7 +76,7 @@ def all_tasks() -> list[str]:
 
 def run_itclust(ref, q, device, opts):
     t0 = time.perf_counter()
-    res = pybridge.api.compute_itclust(q, ref, seed=0, device=device, verbose=False, **opts)
+    res = get_method("itclust").compute(q, ref, seed=0, device=device, verbose=False, **opts)
     return res, time.perf_counter() - t0
 
 
@@ -100,7 +99,7 @@ class Store:
 
 def transfer_rows(args, opts) -> list[dict]:
     data = Path(args.data)
-    peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p in COMPUTE]
+    peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p in methods("annotation")]
     store = Store(f"{args.resume}_transfer.csv" if args.resume else None)
     for name in args.tasks.split(",") if args.tasks else all_tasks():
         todo = [t for t in ["ItClust", *peers] if not store.done(task=name, tool=t)]
@@ -113,7 +112,7 @@ def transfer_rows(args, opts) -> list[dict]:
             _itclust_row(store, name, ref, q, truth, seen, args, opts)
         for peer in [p for p in peers if p in todo]:
             t0 = time.perf_counter()
-            pres = COMPUTE[peer][1](q, ref, seed=0, device=args.device, verbose=False)
+            pres = get_method(peer).compute(q, ref, seed=0, device=args.device, verbose=False)
             dt = time.perf_counter() - t0
             raw = np.asarray(pres.raw_labels, dtype=str)
             store.add({
@@ -184,11 +183,13 @@ def _md(df: pd.DataFrame) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_itclust",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
-    p.add_argument("--peers", default="scnym,jind", help="registered methods to run next to ItClust, or 'none'")
+    p.add_argument("--peers", default="scnym,jind",
+                   help="registered annotation methods to run next to ItClust, or 'none'")
     p.add_argument("--set", action="append", help="ItClust option key=value (JSON values)")
     p.add_argument("--no-removal", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -214,7 +215,7 @@ def main():
                                     text=True).stdout.strip()
         except OSError:
             commit = "?"
-        head = (f"Measured with `python benchmarks/bench_itclust.py {' '.join(sys.argv[1:])}` on "
+        head = (f"Measured with `python -m benchmarks.bench_itclust {' '.join(sys.argv[1:])}` on "
                 f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, torch threads "
                 f"{args.threads}, device {args.device}), commit {commit}, seed 0, ItClust options "
                 f"{opts or 'default'}. Wall times are on a shared machine and only indicative.")

@@ -1,6 +1,6 @@
 """JIND (without alignment, aligned, JIND+) next to scNym on the reference -> query dev tasks.
 
-    python benchmarks/bench_jind.py [--data ../shared/data] [--device cpu] [--threads 1]
+    python -m benchmarks.bench_jind [--data ../shared/data] [--device cpu] [--threads 1]
                                     [--tasks panc8:indrop,zheng_train->test] [--skip-scnym]
                                     [--set gan_epochs=10 ...] [--out benchmarks/results_jind.md]
 
@@ -32,13 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+import pybridge
+from pybridge.models.jind import JIND
+
+from .tasks import PANC8_TECHS, load_pair  # the suite's task list and loader
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pybridge  # noqa: E402
-from pybridge.models.jind import JIND  # noqa: E402
-
-from benchmarks.tasks import PANC8_TECHS, load_pair  # noqa: E402  (the suite's task list and loader)
 
 #: the suite's dev tasks this script runs (all but 5cl)
 TASKS = [f"panc8:{t}" for t in PANC8_TECHS] + ["baron_mouse1->2", "cellbench_celseq2->dropseq", "zheng_train->test"]
@@ -132,7 +131,8 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_jind",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -157,7 +157,7 @@ def main():
         env = (f"pybridge {pybridge.__version__}, torch {torch.__version__}, device {args.device}, "
                f"{args.threads} CPU thread(s), {platform.processor() or platform.machine()}")
         opts = f"; JIND options {args.set}" if args.set else ""
-        text = (f"# JIND benchmark\n\nCommand: `python benchmarks/bench_jind.py {' '.join(sys.argv[1:])}`\n\n"
+        text = (f"# JIND benchmark\n\nCommand: `python -m benchmarks.bench_jind {' '.join(sys.argv[1:])}`\n\n"
                 f"Environment: {env}{opts}.\n\n{to_markdown(df)}\n\nMean over tasks:\n\n"
                 + to_markdown(mean.reset_index().assign(task="all", seed="", note="")) + "\n")
         Path(args.out).write_text(text)

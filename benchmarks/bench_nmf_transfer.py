@@ -20,15 +20,14 @@ is scored on the target cells only, as in the paper. Two TransferCluster
 variants are reported: the paper's (``nmf_refine=True``, the default) and
 ``nmf_refine=False`` (W_src kept at the one-hot labels).
 
-    python benchmarks/bench_nmf_transfer.py                   # all parts, prints tables
-    python benchmarks/bench_nmf_transfer.py --parts real --write benchmarks/results_nmf_transfer.md
-    python benchmarks/bench_nmf_transfer.py --quick           # a small smoke run
+    python -m benchmarks.bench_nmf_transfer                   # all parts, prints tables
+    python -m benchmarks.bench_nmf_transfer --parts real --write benchmarks/results_nmf_transfer.md
+    python -m benchmarks.bench_nmf_transfer --quick           # a small smoke run
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,9 +36,7 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pybridge.models.nmf_transfer import NMFTransfer, simulate_transfer  # noqa: E402
+from pybridge.models.nmf_transfer import NMFTransfer, simulate_transfer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("transfer", "transfer_fixedW", "target", "concatenate")
@@ -185,7 +182,8 @@ def bench_timing(args, devices):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_nmf_transfer",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="sim,real,timing")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(HEAD),
                     help="methods to compare (transfer_fixedW_capped: nmf_refine=False with theta <= 0.9)")

@@ -21,7 +21,7 @@ the counts to Python, building the AnnData, sending results back, writing them
 into the object), in seconds and as a fraction of the R call. Every process
 does a small warm-up call first, so the numbers exclude starting Python/torch.
 
-    .venv/bin/python benchmarks/bench_r_overhead.py [--cells 10000] [--ref-cells 5000] [--epochs 2] [--repeats 2]
+    .venv/bin/python -m benchmarks.bench_r_overhead [--cells 10000] [--ref-cells 5000] [--epochs 2] [--repeats 2]
 
 Writes the table to stdout and to benchmarks/results_r_overhead.md when
 ``--write`` is given.
@@ -126,7 +126,7 @@ bridge_only <- function(query, reference, label, n = 5L) {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_r_overhead", description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=10000, help="query cells")
     ap.add_argument("--ref-cells", type=int, default=5000)
     ap.add_argument("--genes", type=int, default=2000)
@@ -268,7 +268,7 @@ def main() -> None:
     print(text)
     if args.write:
         out = ROOT / "benchmarks" / "results_r_overhead.md"
-        intro = ("# R entry point overhead\n\nMade by `benchmarks/bench_r_overhead.py --write`.\n\n"
+        intro = ("# R entry point overhead\n\nMade by `python -m benchmarks.bench_r_overhead --write`.\n\n"
                  "When R hosts Python, R's own libblas comes first in the symbol search order, so a plainly imported "
                  "torch runs its matrix products in R's BLAS (Debian: OpenBLAS, whose threads then compete with "
                  "torch's OpenMP threads). pybridge's R package therefore imports torch with RTLD_DEEPBIND, which "

@@ -1,10 +1,10 @@
 """scNym on the reference -> query dev tasks, next to a logistic-regression baseline.
 
-    python benchmarks/bench_scnym.py [--data ../shared/data] [--device cpu] [--tasks panc8:indrop,zheng]
+    python -m benchmarks.bench_scnym [--data ../shared/data] [--device cpu] [--tasks panc8:indrop,zheng]
                                      [--set discovery=false ...] [--csv out.csv]
-    python benchmarks/bench_scnym.py --tasks unseen --set reject=true --both-scores [--set discovery=false]
-    python benchmarks/bench_scnym.py --tasks validation --seeds 3 [--first-seed 3]
-    python benchmarks/bench_scnym.py --tasks panc8:celseq,panc8:indrop --domain-key batch  # multi-domain
+    python -m benchmarks.bench_scnym --tasks unseen --set reject=true --both-scores [--set discovery=false]
+    python -m benchmarks.bench_scnym --tasks validation --seeds 3 [--first-seed 3]
+    python -m benchmarks.bench_scnym --tasks panc8:celseq,panc8:indrop --domain-key batch  # multi-domain
 
 'validation' is a second set of six tasks (other directions and plates of the same
 datasets) that no setting was chosen on: use it to check that an option that wins
@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,12 +31,12 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pybridge
+from pybridge.data import align_columns, get_counts, log_cpm, shared_genes
 
-import pybridge  # noqa: E402
-from benchmarks.tasks import PAIRS, PANC8_TECHS, VALIDATION_PAIRS  # noqa: E402  (the suite's task lists)
-from pybridge.data import align_columns, get_counts, log_cpm, shared_genes  # noqa: E402
+from .tasks import PAIRS, PANC8_TECHS, VALIDATION_PAIRS  # the suite's task lists
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _file(data: Path, name: str):
@@ -170,7 +169,8 @@ def run(args) -> pd.DataFrame:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scnym",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--tasks", default=None,

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.formatting import md_table
 from benchmarks.metrics import clustering_scores
-from benchmarks.report import md_table
 from benchmarks.tasks import load_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,28 +79,31 @@ def _agreement(kind: str, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def methods(ref, query, both):
-    """(name, kind, fit(device) -> estimator, predict(estimator) -> result, estimator class, cells predicted)."""
-    import pybridge
+    """(name, kind, fit(device) -> estimator, predict(estimator) -> result, estimator class, cells predicted).
+
+    The kind and the estimator class come from pybridge's method registry."""
+    import pybridge  # noqa: F401 (importing pybridge registers its methods)
+    from pybridge.models._registry import get_method
 
     fast = {"verbose": False, "seed": 0}
     k_both, k_query = int(both.obs[LABELS].nunique()), int(query.obs[LABELS].nunique())
 
+    def new(name, dev, **kw):
+        return get_method(name).estimator(device=dev, **fast, **kw)
+
     def on_query(m):
         return m.predict(query)
 
-    return [
-        ("scnym", "annotation", lambda dev: pybridge.ScNym(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
-         on_query, pybridge.ScNym, query),
-        ("jind", "annotation", lambda dev: pybridge.JIND(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
-         on_query, pybridge.JIND, query),
-        ("itclust", "clustering",
-         lambda dev: pybridge.ItClust(device=dev, **fast).fit(ref, labels_key=LABELS, query=query),
-         on_query, pybridge.ItClust, query),
-        ("cicl", "clustering", lambda dev: pybridge.CICL(n_clusters=k_both, device=dev, **fast).fit(both),
-         lambda m: m.predict(both), pybridge.CICL, both),
-        ("nmf_transfer", "clustering", lambda dev: pybridge.NMFTransfer(device=dev, **fast).fit(ref, labels_key=LABELS),
-         lambda m: m.predict(query, n_clusters=k_query), pybridge.NMFTransfer, query),
+    specs = [
+        ("scnym", lambda dev: new("scnym", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
+        ("jind", lambda dev: new("jind", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
+        ("itclust", lambda dev: new("itclust", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
+        ("cicl", lambda dev: new("cicl", dev, n_clusters=k_both).fit(both), lambda m: m.predict(both), both),
+        ("nmf_transfer", lambda dev: new("nmf_transfer", dev).fit(ref, labels_key=LABELS),
+         lambda m: m.predict(query, n_clusters=k_query), query),
     ]
+    return [(name, get_method(name).kind, fit, predict, get_method(name).estimator, target)
+            for name, fit, predict, target in specs]
 
 
 def warm_up(device: str) -> None:

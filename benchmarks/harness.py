@@ -1,4 +1,8 @@
-"""Run the benchmark: every (tool, task) in its own process, scored, written to CSV + RESULTS.md + plots.
+"""Run the benchmark: every (tool, task) in its own process, scored, written to ``results.csv``.
+
+The tool table is :mod:`benchmarks.tools`; the page and plots are written by
+:mod:`benchmarks.report` (``python -m benchmarks``, :mod:`benchmarks.cli`, runs
+:func:`run_suite` and then the report; this module imports neither).
 
 Per call the harness records the tool's own time (``seconds``: the call alone, as
 measured inside the process), the process wall time (``wall_s``: file reading and R
@@ -23,7 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,86 +34,13 @@ import pandas as pd
 
 from . import tasks as T
 from .metrics import annotation_scores, clustering_scores, reliability
+from .tools import TOOLS, Tool, preload_for, tool_applies
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
-@dataclass
-class Tool:
-    name: str
-    group: str  # "pybridge" or "peer"
-    runner: str  # "py", "r" or "scvi"
-    annotation: bool  # scored as an annotator on transfer tasks
-    clusters: str  # "" | "transfer" (clusters of the query of a transfer task) | "sets" | "both"
-    full: dict = field(default_factory=dict)
-    quick: dict = field(default_factory=dict)
-    needs_k: bool = False  # given the true number of types of the data it clusters
-    label: str = ""
-    in_default_run: bool = True  # False: runs only when named in --tools
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-TOOLS = {t.name: t for t in [
-    Tool("pybridge_scnym", "pybridge", "py", True, "", full={"reject": True},
-         quick={"reject": True, "n_epochs": 3, "min_epochs": 1}, label="pybridge scNym"),
-    # the setting suggested for a query that holds only the reference's types: the paper's main configuration
-    # (no discovery mode) on the genes among the reference's and the query's 2000 most dispersed
-    Tool("pybridge_scnym_top2000", "pybridge", "py", True, "",
-         full={"reject": True, "discovery": False, "n_top_genes": 2000},
-         quick={"reject": True, "discovery": False, "n_top_genes": 2000, "n_epochs": 3, "min_epochs": 1},
-         label="pybridge scNym (discovery=False, n_top_genes=2000)"),
-    Tool("pybridge_jind", "pybridge", "py", True, "", quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
-         label="pybridge JIND"),
-    Tool("pybridge_itclust", "pybridge", "py", True, "transfer",
-         quick={"layerwise_epochs": 3, "pretrain_epochs": 6, "source_epochs": 3, "maxiter": 2},
-         label="pybridge ItClust"),
-    Tool("pybridge_nmf_transfer", "pybridge", "py", False, "transfer", quick={"thetas": [0.5], "kmeans_n_init": 2},
-         needs_k=True, label="pybridge NMF transfer"),
-    Tool("pybridge_cicl", "pybridge", "py", False, "sets", quick={"n_epochs": 2}, needs_k=True, label="pybridge CICL"),
-    Tool("logreg", "peer", "py", True, "", label="logistic regression"),
-    Tool("seurat", "peer", "r", True, "", label="Seurat transfer"),
-    Tool("singler", "peer", "r", True, "", label="SingleR"),
-    Tool("celltypist", "peer", "py", True, "", label="CellTypist"),
-    Tool("scanvi", "peer", "scvi", True, "", quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI"),
-    # scvi-tools' own epoch heuristics (400 scVI epochs below 20k cells, then at most 10 scANVI epochs): the
-    # setting a user who calls .train() gets; ~6x the capped run's time, so only on request (--tools)
-    Tool("scanvi_default", "peer", "scvi", True, "", full={"scvi_epochs": "default", "scanvi_epochs": "default"},
-         quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI (default epochs)", in_default_run=False),
-    Tool("pca_leiden", "peer", "py", False, "both", needs_k=True, label="PCA+Leiden (K-matched)"),
-    Tool("pca_kmeans", "peer", "py", False, "both", needs_k=True, label="PCA+KMeans"),
-]}
-
-
-def tool_applies(tool: Tool, kind: str) -> bool:
-    if kind == "transfer":
-        return tool.annotation or tool.clusters in ("transfer", "both")
-    return tool.clusters in ("sets", "both")
-
-
 # ---------------------------------------------------------------- one subprocess
-# Modules a Python tool's zygote imports before it forks the tool's worker (see zygote.py): the ones the
-# worker would otherwise import at the start of every call. R tools start from an empty zygote (a launcher).
-PRELOAD = {
-    "pybridge": ("anndata", "torch", "pybridge.api"),
-    "logreg": ("anndata", "sklearn.linear_model"),
-    "celltypist": ("anndata", "sklearn", "celltypist"),
-    "scanvi": ("anndata", "torch", "scvi"),
-    "pca_leiden": ("anndata", "scanpy", "leidenalg"),
-    "pca_kmeans": ("anndata", "scanpy", "sklearn.cluster"),
-}
-
-
-def preload_for(tool: "Tool") -> tuple:
-    if tool.runner == "r":
-        return ()
-    key = "pybridge" if tool.group == "pybridge" else "scanvi" if tool.runner == "scvi" else tool.name
-    return PRELOAD.get(key, ("anndata",)) + ("benchmarks.worker",)
-
-
 class Zygote:
     """One ``benchmarks.zygote`` process: imports a tool's packages once, then forks a worker per call."""
 
@@ -483,33 +413,6 @@ def collect(out: Path, rows: list, rels: list, merge: bool) -> pd.DataFrame:
     else:
         (out / "reliability.csv").unlink(missing_ok=True)
     return df
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "scale":
-        from .scale import main as scale_main
-
-        return scale_main(argv[1:])
-    if argv and argv[0] == "report":
-        from .report import main as report_main
-
-        return report_main(argv[1:])
-    args = parse_args(argv)
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    df = run_suite(args)
-    from .report import write_report
-
-    md = args.results_md or (args.out / "RESULTS.md")
-    info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
-            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads,
-            "seed": args.seed, "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
-    (args.out / "run_info.json").write_text(json.dumps(info))
-    write_report(df, args.out, md, run_info=info)
-    print(f"[bench] wrote {args.out / 'results.csv'} and {md}")
-    return 0
 
 
 def parse_args(argv: list) -> argparse.Namespace:

@@ -1,128 +1,42 @@
 """Markdown results page and PNG plots from the harness's results.csv.
 
     python -m benchmarks report [--out benchmarks/out/full] [--results-md benchmarks/RESULTS.md]
+
+:func:`write_report` writes the page as a sequence of sections, one function
+each (``*_section``, each returning the section's lines). The tool table comes
+from :mod:`benchmarks.tools`, number formatting from :mod:`benchmarks.formatting`
+and the machine description from :mod:`benchmarks.environment`; this module
+imports the harness only in :func:`main` (to collect a run's rows) and never the
+other way round.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .environment import machine, versions, was_loaded  # noqa: F401 (machine, versions: also read from here)
+from .formatting import fmt, md_table
+from .tools import TOOLS, TRANSFER_CLUSTERERS, label_of, tool_applies, tool_order
+
 ROOT = Path(__file__).resolve().parents[1]
 TIE = 0.005  # differences in accuracy / ARI below this count as ties
-
-
-# ---------------------------------------------------------------- environment
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                ram = int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    n = os.cpu_count()
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    return {"cpu": cpu, "cores": n, "ram_gb": ram, "os": platform.platform()}
-
-
-def _pyver(mod: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(mod)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def versions() -> dict:
-    v = {"python": platform.python_version()}
-    for m in ("pybridge", "torch", "numpy", "scikit-learn", "scanpy", "anndata", "leidenalg", "celltypist"):
-        v[m] = _pyver(m)
-    from .peers import scvi_python
-
-    py = scvi_python()
-    v["scvi-tools"] = "not installed"
-    if py:
-        try:
-            r = subprocess.run([py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), "
-                                "v('torch'))"], capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            r = None
-        if r is not None and r.returncode == 0:
-            sv, tv = r.stdout.split()
-            v["scvi-tools"] = f"{sv} (separate env, torch {tv})" if py != sys.executable else sv
-    try:
-        r = subprocess.run(["Rscript", "-e", "cat(R.version$major, '.', R.version$minor, sep=''); cat(' ');"
-                            "for (p in c('Seurat','SingleR')) cat(tryCatch(as.character(packageVersion(p)),"
-                            "error=function(e) 'not-installed'), '')"], capture_output=True, text=True, timeout=120)
-        parts = r.stdout.split()
-        v["R"], v["Seurat"], v["SingleR"] = (parts + ["?"] * 3)[:3]
-    except (OSError, subprocess.SubprocessError):
-        v["R"] = v["Seurat"] = v["SingleR"] = "not installed"
-    return v
+#: metric columns every table may show: added as NaN where a run has none
+METRIC_COLUMNS = ("acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari", "nmi",
+                  "seconds", "wall_s", "peak_rss_mb", "k_found")
 
 
 # ---------------------------------------------------------------- tables
-def fmt(x, nd=3):
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return ""
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        if abs(x) >= 100:
-            return f"{x:.0f}"
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
-def md_table(df: pd.DataFrame, cols: list, names: list | None = None, nd: dict | None = None) -> str:
-    names = names or cols
-    nd = nd or {}
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(fmt(r.get(c), nd.get(c, 3)) for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "ok") & (df["device"].fillna("CPU") == "CPU")]
 
 
-def tool_order(df: pd.DataFrame) -> list:
-    from .harness import TOOLS
-
-    return [t for t in TOOLS if t in set(df["tool"])]
-
-
-def label_of(tool: str) -> str:
-    from .harness import TOOLS
-
-    return TOOLS[tool].display if tool in TOOLS else tool
-
-
 def annotation_frame(df):
-    from .harness import TOOLS
-
     d = ok_rows(df)
     return d[(d["kind"] == "transfer") & d["tool"].map(lambda t: TOOLS[t].annotation if t in TOOLS else False)]
 
@@ -237,8 +151,7 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         out["reliability"] = "reliability.png"
 
     c = ok_rows(df)
-    c = c[c["ari"].notna() & ((c["kind"] == "clustering") | c["tool"].isin(
-        ["pybridge_itclust", "pybridge_nmf_transfer", "pca_leiden", "pca_kmeans"]))]
+    c = c[c["ari"].notna() & ((c["kind"] == "clustering") | c["tool"].isin(TRANSFER_CLUSTERERS))]
     if not c.empty:
         tools = tool_order(c)
         tasks = list(dict.fromkeys(c["task"]))
@@ -285,29 +198,15 @@ def r_overhead_section() -> list:
     return lines
 
 
-def was_loaded(loads, cores) -> bool:
-    """Whether 1-minute load averages taken during a run say other work shared the ``cores`` with it."""
-    loads = [v for v in loads if v is not None]
-    return bool(loads) and max(loads) > 1.25 * float(cores or os.cpu_count() or 1)
 
 
-def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = None) -> None:
-    run_info = run_info or {}
-    rel_path = out / "reliability.csv"
-    rel = pd.read_csv(rel_path) if rel_path.exists() else None
-    md = Path(md)
-    task_set = run_info.get("task_set", "dev")
-    plot_sub = "plots" if task_set == "dev" else f"plots_{task_set}"  # a validation page keeps the dev page's plots
-    figs = plots(df, rel, md.parent / plot_sub)
-    mach = machine()
-    ver = versions()
-    loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
-    for c in ("acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari", "nmi",
-              "seconds", "wall_s", "peak_rss_mb", "k_found"):
-        if c not in df:
-            df[c] = np.nan
+def gpu_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The finished rows of a run on a GPU (the harness labels them with the device name)."""
+    return df[(df["status"] == "ok") & (df["device"].fillna("CPU") != "CPU") & (df["device"].fillna("") != "")]
+
+
+def title_section(task_set: str, quick) -> list:
     L = ["# pybridge benchmark: pybridge vs peer tools" + ("" if task_set == "dev" else f" ({task_set} tasks)"), ""]
-    quick = run_info.get("quick")
     if task_set == "validation":
         L += ["**Validation tasks** (`--task-set validation`): six reference -> query pairs from the same files as the "
               "dev tasks (the reverse direction or another plate) on which no pybridge default or option was chosen. "
@@ -315,124 +214,161 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     if quick:
         L += ["**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
               "that every tool runs end to end; they are not results.", ""]
-    L += [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; "
-          + (f"whole run {fmt(run_info['wall_min'], 1)} min; " if run_info.get("wall_min") is not None else "")
-          + f"command `python -m benchmarks {run_info.get('argv', '')}`",
-          *([f"- This page merges {len(run_info['commands'])} invocations into one `--out` folder "
-             f"({run_info.get('merge_reason', 'run side by side to finish more of the suite on the loaded machine')}), "
-             "then `python -m benchmarks report`: "
-             + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
-          f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
-          f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
-          f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
-          + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
-             "unaffected." if was_loaded(loads, mach["cores"]) else " (about what the run's own calls produce)."),
-          f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
-          f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s"
-          + ("; Python tools are forked from a process that has already imported the tool's packages (R tools are "
-             "exec'd from a small launcher)." if run_info.get("fork") else "; a fresh interpreter or R session per call."),
-          "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
-          f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
-          *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
-          ]
-    gpu_rows = df[(df["status"] == "ok") & (df["device"].fillna("CPU") != "CPU") & (df["device"].fillna("") != "")]
-    if gpu_rows.empty:
+    return L
+
+
+def run_section(df: pd.DataFrame, run_info: dict) -> list:
+    """The bullet list on when, where and how the run ran: date, command, machine, load, versions, data, GPU."""
+    mach = machine()
+    ver = versions()
+    loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
+    L = [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; "
+         + (f"whole run {fmt(run_info['wall_min'], 1)} min; " if run_info.get("wall_min") is not None else "")
+         + f"command `python -m benchmarks {run_info.get('argv', '')}`",
+         *([f"- This page merges {len(run_info['commands'])} invocations into one `--out` folder "
+            f"({run_info.get('merge_reason', 'run side by side to finish more of the suite on the loaded machine')}), "
+            "then `python -m benchmarks report`: "
+            + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
+         f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
+         f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
+         f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
+         + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
+            "unaffected." if was_loaded(loads, mach["cores"]) else " (about what the run's own calls produce)."),
+         f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
+         f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s"
+         + ("; Python tools are forked from a process that has already imported the tool's packages (R tools are "
+            "exec'd from a small launcher)." if run_info.get("fork") else "; a fresh interpreter or R session per call."),
+         "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
+         f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
+         *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
+         ]
+    gpu = gpu_rows(df)
+    if gpu.empty:
         L.append("- GPU: **no CUDA GPU was available on this machine, so there is no GPU column**; the harness adds "
                  "one automatically (pybridge methods run a second time with `device='cuda'`) when "
                  "`torch.cuda.is_available()`.")
     else:
-        L.append(f"- GPU: {gpu_rows['device'].iloc[0]} (pybridge methods; the 'GPU s' columns).")
-    L += ["", "## How it was run", "",
-          "- Every tool gets the same matrices: per task the reference and query are cut to their shared genes once "
-          "(reference order), counts as stored (panc8's non-integer values unrounded; each tool normalises them its "
-          "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
-          "are excluded from accuracy / F1 and scored as 'unseen'.",
-          "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
-          "`reject=True` (in its default discovery mode: rejection by distance to the reference in the embedding; "
-          "training unchanged) so that it has a rejection rule, and once more as `discovery=False, "
-          "n_top_genes=2000` (the paper's main configuration, with per-class confidence thresholds, trained on the "
-          "genes among the 2000 most dispersed of the reference or of the query; the panc8 files hold 2000 genes, "
-          "so there it is that configuration on every gene); "
-          "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
-          "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
-          "clustering (ARI/NMI of its clusters).",
-          "- Peers: logistic regression on log1p(CPM) (no rejection); Seurat v4 `FindTransferAnchors` + `TransferData` "
-          "(reference PCA, 30 dims; confidence = prediction.score.max; no rejection); SingleR (classic markers on "
-          "log1p(1e4-normalised) data; rejection = its pruned labels; its scores are correlations, so no ECE; the "
-          "unseen-type AUROC uses the top-minus-median score); CellTypist trained on the reference (no hub model; "
-          "rejection = no class probability >= 0.5, CellTypist's 'prob match' rule); scANVI (scVI 50 + scANVI 20 "
-          "epochs, 2000 reference HVGs, capped for the CPU budget; no rejection).",
-          "- Clustering peers use scanpy (normalize 1e4, log1p, 2000 HVGs, scale, 50 PCs): KMeans with the true K, "
-          "and Leiden on the 15-NN graph with the **resolution bisected until it gives the true K** (reached K and "
-          "resolution in the CSV notes) - an advantage a user without labels does not have.",
-          "- Metrics: accuracy and macro-F1 of the label before rejection on shared types; `acc kept` = accuracy on the "
-          "shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
-          "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
-          "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
-          "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process ("
-          + ("reading and writing files; for R tools also R start-up and package loading; Python tools' imports "
-             "happen once per run, before the fork" if run_info.get("fork") else
-             "start-up, imports, reading files; R start-up and Seurat loading included")
-          + "); `MB` = peak RSS of the process (`ru_maxrss`"
-          + (", which counts the pages inherited at the fork, i.e. the tool's imported packages" if run_info.get("fork")
-             else ", which starts at the harness's own RSS at the fork before `exec`, so small tools show at least "
-                  "that floor") + ").",
-          ""]
+        L.append(f"- GPU: {gpu['device'].iloc[0]} (pybridge methods; the 'GPU s' columns).")
+    return L
 
+
+def how_it_was_run_section(run_info: dict) -> list:
+    L = ["", "## How it was run", "",
+         "- Every tool gets the same matrices: per task the reference and query are cut to their shared genes once "
+         "(reference order), counts as stored (panc8's non-integer values unrounded; each tool normalises them its "
+         "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
+         "are excluded from accuracy / F1 and scored as 'unseen'.",
+         "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
+         "`reject=True` (in its default discovery mode: rejection by distance to the reference in the embedding; "
+         "training unchanged) so that it has a rejection rule, and once more as `discovery=False, "
+         "n_top_genes=2000` (the paper's main configuration, with per-class confidence thresholds, trained on the "
+         "genes among the 2000 most dispersed of the reference or of the query; the panc8 files hold 2000 genes, "
+         "so there it is that configuration on every gene); "
+         "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
+         "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
+         "clustering (ARI/NMI of its clusters).",
+         "- Peers: logistic regression on log1p(CPM) (no rejection); Seurat v4 `FindTransferAnchors` + `TransferData` "
+         "(reference PCA, 30 dims; confidence = prediction.score.max; no rejection); SingleR (classic markers on "
+         "log1p(1e4-normalised) data; rejection = its pruned labels; its scores are correlations, so no ECE; the "
+         "unseen-type AUROC uses the top-minus-median score); CellTypist trained on the reference (no hub model; "
+         "rejection = no class probability >= 0.5, CellTypist's 'prob match' rule); scANVI (scVI 50 + scANVI 20 "
+         "epochs, 2000 reference HVGs, capped for the CPU budget; no rejection).",
+         "- Clustering peers use scanpy (normalize 1e4, log1p, 2000 HVGs, scale, 50 PCs): KMeans with the true K, "
+         "and Leiden on the 15-NN graph with the **resolution bisected until it gives the true K** (reached K and "
+         "resolution in the CSV notes) - an advantage a user without labels does not have.",
+         "- Metrics: accuracy and macro-F1 of the label before rejection on shared types; `acc kept` = accuracy on "
+         "the shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
+         "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
+         "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
+         "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process ("
+         + ("reading and writing files; for R tools also R start-up and package loading; Python tools' imports "
+            "happen once per run, before the fork" if run_info.get("fork") else
+            "start-up, imports, reading files; R start-up and Seurat loading included")
+         + "); `MB` = peak RSS of the process (`ru_maxrss`"
+         + (", which counts the pages inherited at the fork, i.e. the tool's imported packages" if run_info.get("fork")
+            else ", which starts at the harness's own RSS at the fork before `exec`, so small tools show at least "
+                 "that floor") + ").",
+         ""]
+    return L
+
+
+def _wlt(w: pd.DataFrame) -> pd.Series:
+    """``"wins / losses / ties"`` per row of a :func:`wins` table."""
+    return w["wins"].astype(str) + " / " + w["losses"].astype(str) + " / " + w["ties"].astype(str)
+
+
+def annotation_section(df: pd.DataFrame) -> list:
+    """Headline of the annotation tasks: means, the means over common tasks, wins and losses, the unseen type."""
     a = annotation_frame(df)
-    ours_ann = [t for t in tool_order(a) if t.startswith("pybridge")]
-    peers_ann = [t for t in tool_order(a) if not t.startswith("pybridge")]
-    if not a.empty:
-        L += ["## Headline: annotation (mean over reference -> query tasks)", ""]
-        cols = ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"]
-        show = (["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s",
-                 "peak_rss_mb"],
-                ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"])
-        nd = {"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}
-        m = means(a, cols)
-        L += ["Each tool's mean over the tasks it finished (the `tasks` column):", "",
-              md_table(m, *show, nd=nd), ""]
-        per_tool = a.groupby("tool")["task"].apply(set)
-        common = set.intersection(*per_tool.tolist()) if len(per_tool) else set()
-        if common and any(len(v) > len(common) for v in per_tool):
-            mc = means(a[a["task"].isin(common)], cols)
-            L += [f"The same, over only the {len(common)} tasks every tool above finished "
-                  f"({', '.join(t for t in dict.fromkeys(a['task']) if t in common)}):", "",
-                  md_table(mc, *show, nd=nd), ""]
-        w = wins(a, "acc", ours_ann, peers_ann)
-        if not w.empty:
-            wf = wins(a, "macro_f1", ours_ann, peers_ann)
-            w["wlt"] = w["wins"].astype(str) + " / " + w["losses"].astype(str) + " / " + w["ties"].astype(str)
-            w["f1_diff"] = wf["mean_diff"].to_numpy()
-            w["f1_wlt"] = (wf["wins"].astype(str) + " / " + wf["losses"].astype(str) + " / "
-                           + wf["ties"].astype(str)).to_numpy()
-            L += ["In short (each pybridge method against its strongest peer on the tasks both finished):", ""]
-            for meth, g in w.groupby("pybridge", sort=False):
-                b = g.loc[g["mean_diff"].idxmin()]
-                L.append(f"- {meth}: {'+' if b['mean_diff'] >= 0 else ''}{b['mean_diff']:.3f} mean accuracy vs "
-                         f"{b['peer']} over {b['tasks']} tasks (won {b['wins']}, lost {b['losses']}, tied {b['ties']}; "
-                         f"macro-F1 {'+' if b['f1_diff'] >= 0 else ''}{b['f1_diff']:.3f}); against all peers it wins "
-                         f"{int(g['wins'].sum())} and loses {int(g['losses'].sum())} task comparisons.")
-            L.append("")
-            L += ["### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
-                  "W / L / T = tasks won / lost / tied within 0.005)", "",
-                  md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff",
-                               "f1_wlt"],
-                           ["pybridge", "peer", "tasks", "mean acc diff", "acc W / L / T", "best task", "worst task",
-                            "mean F1 diff", "F1 W / L / T"]),
-                  ""]
-        u = a[a["rej_unseen"].notna()]
-        if not u.empty:
-            L += ["### Unseen cell type (Zheng: B cells absent from the reference)", "",
-                  md_table(u.assign(tool_label=u["tool"].map(label_of)),
-                           ["tool_label", "acc", "rej_seen", "rej_unseen", "auroc_unseen"],
-                           ["tool", "accuracy (shared)", "rejected shared", "rejected B cells",
-                            "AUROC unseen vs seen"]), ""]
+    if a.empty:
+        return []
+    return (["## Headline: annotation (mean over reference -> query tasks)", ""] + _annotation_means(a)
+            + _annotation_wins(a) + _unseen_type(a))
+
+
+def _annotation_means(a: pd.DataFrame) -> list:
+    cols = ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"]
+    show = (["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s",
+             "peak_rss_mb"],
+            ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"])
+    nd = {"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}
+    m = means(a, cols)
+    L = ["Each tool's mean over the tasks it finished (the `tasks` column):", "",
+         md_table(m, *show, nd=nd), ""]
+    per_tool = a.groupby("tool")["task"].apply(set)
+    common = set.intersection(*per_tool.tolist()) if len(per_tool) else set()
+    if common and any(len(v) > len(common) for v in per_tool):
+        mc = means(a[a["task"].isin(common)], cols)
+        L += [f"The same, over only the {len(common)} tasks every tool above finished "
+              f"({', '.join(t for t in dict.fromkeys(a['task']) if t in common)}):", "",
+              md_table(mc, *show, nd=nd), ""]
+    return L
+
+
+def _annotation_wins(a: pd.DataFrame) -> list:
+    ours = [t for t in tool_order(a) if t.startswith("pybridge")]
+    peers = [t for t in tool_order(a) if not t.startswith("pybridge")]
+    w = wins(a, "acc", ours, peers)
+    if w.empty:
+        return []
+    wf = wins(a, "macro_f1", ours, peers)
+    w["wlt"] = _wlt(w)
+    w["f1_diff"] = wf["mean_diff"].to_numpy()
+    w["f1_wlt"] = _wlt(wf).to_numpy()
+    L = ["In short (each pybridge method against its strongest peer on the tasks both finished):", ""]
+    for meth, g in w.groupby("pybridge", sort=False):
+        b = g.loc[g["mean_diff"].idxmin()]
+        L.append(f"- {meth}: {'+' if b['mean_diff'] >= 0 else ''}{b['mean_diff']:.3f} mean accuracy vs "
+                 f"{b['peer']} over {b['tasks']} tasks (won {b['wins']}, lost {b['losses']}, tied {b['ties']}; "
+                 f"macro-F1 {'+' if b['f1_diff'] >= 0 else ''}{b['f1_diff']:.3f}); against all peers it wins "
+                 f"{int(g['wins'].sum())} and loses {int(g['losses'].sum())} task comparisons.")
+    L.append("")
+    L += ["### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
+          "W / L / T = tasks won / lost / tied within 0.005)", "",
+          md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff", "f1_wlt"],
+                   ["pybridge", "peer", "tasks", "mean acc diff", "acc W / L / T", "best task", "worst task",
+                    "mean F1 diff", "F1 W / L / T"]),
+          ""]
+    return L
+
+
+def _unseen_type(a: pd.DataFrame) -> list:
+    u = a[a["rej_unseen"].notna()]
+    if u.empty:
+        return []
+    return ["### Unseen cell type (Zheng: B cells absent from the reference)", "",
+            md_table(u.assign(tool_label=u["tool"].map(label_of)),
+                     ["tool_label", "acc", "rej_seen", "rej_unseen", "auroc_unseen"],
+                     ["tool", "accuracy (shared)", "rejected shared", "rejected B cells", "AUROC unseen vs seen"]), ""]
+
+
+def clustering_section(df: pd.DataFrame) -> list:
+    """Headlines of the clustering sets and of the transfer clusterings (queries of the transfer tasks)."""
     c_sets = ok_rows(df)
     c_sets = c_sets[c_sets["kind"] == "clustering"]
     c_tr = ok_rows(df)
-    c_tr = c_tr[(c_tr["kind"] == "transfer") & c_tr["tool"].isin(["pybridge_itclust", "pybridge_nmf_transfer",
-                                                                   "pca_leiden", "pca_kmeans"])]
+    c_tr = c_tr[(c_tr["kind"] == "transfer") & c_tr["tool"].isin(TRANSFER_CLUSTERERS)]
+    L = []
     for title, d in (("clustering sets (true K given)", c_sets),
                      ("transfer clustering (queries of the reference -> query tasks)", c_tr)):
         if d.empty:
@@ -445,64 +381,79 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
         ours = [t for t in tool_order(d) if t.startswith("pybridge")]
         w = wins(d, "ari", ours, [t for t in tool_order(d) if not t.startswith("pybridge")])
         if not w.empty:
-            w["wlt"] = w["wins"].astype(str) + " / " + w["losses"].astype(str) + " / " + w["ties"].astype(str)
+            w["wlt"] = _wlt(w)
             L += [md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss"],
                            ["pybridge", "peer", "sets", "mean ARI diff", "ARI W / L / T", "best", "worst"]), ""]
-    if figs:
-        L += ["## Plots", ""]
-        for key, title in (("accuracy", "Accuracy per task"), ("time", "Time vs accuracy"),
-                           ("reliability", "Reliability diagram"), ("ari", "Clustering ARI")):
-            if key in figs:
-                L += [f"![{title}]({plot_sub}/{figs[key]})", ""]
+    return L
 
-    L += ["## Per-task results", ""]
-    gpu = not gpu_rows.empty
+
+def plots_section(figs: dict, plot_sub: str) -> list:
+    if not figs:
+        return []
+    L = ["## Plots", ""]
+    for key, title in (("accuracy", "Accuracy per task"), ("time", "Time vs accuracy"),
+                       ("reliability", "Reliability diagram"), ("ari", "Clustering ARI")):
+        if key in figs:
+            L += [f"![{title}]({plot_sub}/{figs[key]})", ""]
+    return L
+
+
+def per_task_section(df: pd.DataFrame) -> list:
+    L = ["## Per-task results", ""]
+    gpu = not gpu_rows(df).empty
     for task in dict.fromkeys(df["task"]):
-        d = df[(df["task"] == task) & (df["device"].fillna("CPU").isin(["CPU", ""]))].copy()
-        if d.empty:
-            continue
-        kind = d["kind"].iloc[0]
-        first = d[d["status"] == "ok"].head(1)
-        size = ""
-        if not first.empty:
-            f0 = first.iloc[0]
-            size = (f"reference {int(f0['n_ref'])} cells, query {int(f0['n_query'])} cells, {int(f0['n_genes'])} "
-                    f"shared genes, {int(f0['true_k'])} query types" if kind == "transfer" else
-                    f"{int(f0['n_query'])} cells, {int(f0['n_genes'])} genes, {int(f0['true_k'])} types")
-        L += [f"### {task}", "", size, ""]
-        d["tool_label"] = d["tool"].map(label_of)
-        d["status_note"] = d.apply(lambda r: "" if r["status"] == "ok" else
-                                   (r["status"] + (f": {r['error']}" if r["status"] == "error" and isinstance(r.get("error"), str)
-                                                   and r.get("error") else "")),
-                                   axis=1)
-        if gpu:
-            g = df[(df["task"] == task) & ~df["device"].fillna("CPU").isin(["CPU", ""]) & (df["status"] == "ok")]
-            d["gpu_s"] = d["tool"].map(dict(zip(g["tool"], g["seconds"])))
-        extra = (["gpu_s"], ["GPU s"]) if gpu else ([], [])
-        if kind == "transfer":
-            cols = ["tool_label", "acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari",
-                    "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
-            names = ["tool", "acc", "F1", "acc kept", "rej", "rej unseen", "AUROC unseen", "ECE", "ARI", "s"] + \
-                extra[1] + ["wall s", "MB", "note"]
-            if d["rej_unseen"].isna().all():
-                cols = [c for c in cols if c not in ("rej_unseen", "auroc_unseen")]
-                names = [n for n in names if n not in ("rej unseen", "AUROC unseen")]
-        else:
-            cols = ["tool_label", "ari", "nmi", "k_found", "seconds"] + extra[0] + ["wall_s", "peak_rss_mb",
-                                                                                     "status_note"]
-            names = ["tool", "ARI", "NMI", "K", "s"] + extra[1] + ["wall s", "MB", "note"]
-        L += [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1, "k_found": 0}),
-              ""]
+        L += _task_table(df, task, gpu)
+    return L
+
+
+def _task_table(df: pd.DataFrame, task: str, gpu: bool) -> list:
+    """One task's heading, size line and table of every tool's CPU row (the GPU time as a column)."""
+    d = df[(df["task"] == task) & (df["device"].fillna("CPU").isin(["CPU", ""]))].copy()
+    if d.empty:
+        return []
+    kind = d["kind"].iloc[0]
+    first = d[d["status"] == "ok"].head(1)
+    size = ""
+    if not first.empty:
+        f0 = first.iloc[0]
+        size = (f"reference {int(f0['n_ref'])} cells, query {int(f0['n_query'])} cells, {int(f0['n_genes'])} "
+                f"shared genes, {int(f0['true_k'])} query types" if kind == "transfer" else
+                f"{int(f0['n_query'])} cells, {int(f0['n_genes'])} genes, {int(f0['true_k'])} types")
+    L = [f"### {task}", "", size, ""]
+    d["tool_label"] = d["tool"].map(label_of)
+    d["status_note"] = d.apply(lambda r: "" if r["status"] == "ok" else
+                               (r["status"] + (f": {r['error']}" if r["status"] == "error" and isinstance(r.get("error"), str)
+                                               and r.get("error") else "")),
+                               axis=1)
+    if gpu:
+        g = df[(df["task"] == task) & ~df["device"].fillna("CPU").isin(["CPU", ""]) & (df["status"] == "ok")]
+        d["gpu_s"] = d["tool"].map(dict(zip(g["tool"], g["seconds"])))
+    extra = (["gpu_s"], ["GPU s"]) if gpu else ([], [])
+    if kind == "transfer":
+        cols = ["tool_label", "acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari",
+                "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
+        names = ["tool", "acc", "F1", "acc kept", "rej", "rej unseen", "AUROC unseen", "ECE", "ARI", "s"] + \
+            extra[1] + ["wall s", "MB", "note"]
+        if d["rej_unseen"].isna().all():
+            cols = [c for c in cols if c not in ("rej_unseen", "auroc_unseen")]
+            names = [n for n in names if n not in ("rej unseen", "AUROC unseen")]
+    else:
+        cols = ["tool_label", "ari", "nmi", "k_found", "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
+        names = ["tool", "ARI", "NMI", "K", "s"] + extra[1] + ["wall s", "MB", "note"]
+    return L + [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1, "k_found": 0}),
+                ""]
+
+
+def failures_section(df: pd.DataFrame, task_set: str, quick) -> list:
+    """Calls that did not finish, and (a full run) the (tool, task) pairs of the task set that were never run."""
+    from .tasks import TASK_SETS
 
     bad = df[df["status"] != "ok"]
-    L += ["## Not run or failed", ""]
+    L = ["## Not run or failed", ""]
+    gone = []
     if not quick:
-        from .harness import TOOLS, tool_applies
-        from .tasks import TASK_SETS
-
         transfer_tasks, clustering_sets = TASK_SETS[task_set]
         have = set(zip(df["task"], df["tool"]))
-        gone = []
         for t in tool_order(df):
             todo = [n for n in transfer_tasks if tool_applies(TOOLS[t], "transfer")] + \
                    [n for n in clustering_sets if tool_applies(TOOLS[t], "clustering")]
@@ -511,34 +462,68 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
                 gone.append(f"- {label_of(t)}: not run on {', '.join(miss)} (the run was stopped for time before "
                             "these calls; `python -m benchmarks --resume` runs only the missing ones)")
         L += gone
-    if bad.empty and (quick or not gone):
+    if bad.empty and not gone:
         L += ["Every (tool, task) call finished.", ""]
     else:
         for _, r in bad.iterrows():
             err = r.get("error") if isinstance(r.get("error"), str) and r["status"] == "error" else ""
             L.append(f"- {r['tool']} on {r['task']}: {r['status']}" + (f" ({err})" if err else ""))
         L.append("")
-    if task_set == "dev":
-        L += ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
+    return L
+
+
+def r_call_section(task_set: str) -> list:
+    if task_set != "dev":
+        return []
+    return ["## R-call overhead (pybridge from R)", ""] + r_overhead_section() + [""]
+
+
+def validation_section(md: Path, task_set: str, quick) -> list:
+    """A link to the validation page (on the dev page, when that page exists)."""
+    if not ((md.parent / "VALIDATION.md").exists() and not quick and task_set == "dev"):
+        return []
+    return ["## Validation tasks", "",
+            "The same tools on six held-out reference -> query pairs on which no pybridge setting was chosen: "
+            "[VALIDATION.md](VALIDATION.md) (`python -m benchmarks --task-set validation`).", ""]
+
+
+def scale_section(md: Path, task_set: str, quick) -> list:
+    """The summary of SCALE.md next to the page (on the dev page, when SCALE.md exists)."""
     scale_md = md.parent / "SCALE.md"
-    if (md.parent / "VALIDATION.md").exists() and not quick and task_set == "dev":
-        L += ["## Validation tasks", "",
-              "The same tools on six held-out reference -> query pairs on which no pybridge setting was chosen: "
-              "[VALIDATION.md](VALIDATION.md) (`python -m benchmarks --task-set validation`).", ""]
-    if scale_md.exists() and not quick and task_set == "dev":
-        L += ["## Scale (simulated data)", "",
-              f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
-        txt = scale_md.read_text().splitlines()
-        keep = False
-        for l in txt:
-            if l.startswith("## Summary"):
-                keep = True
-                continue
-            if keep and l.startswith("## "):
-                break
-            if keep:
-                L.append(l)
-        L.append("")
+    if not (scale_md.exists() and not quick and task_set == "dev"):
+        return []
+    L = ["## Scale (simulated data)", "",
+         f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
+    keep = False
+    for l in scale_md.read_text().splitlines():
+        if l.startswith("## Summary"):
+            keep = True
+            continue
+        if keep and l.startswith("## "):
+            break
+        if keep:
+            L.append(l)
+    L.append("")
+    return L
+
+
+def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = None) -> None:
+    """Write the page ``md`` (and its plots next to it) for the results ``df`` of the run in ``out``."""
+    run_info = run_info or {}
+    md = Path(md)
+    task_set = run_info.get("task_set", "dev")
+    quick = run_info.get("quick")
+    rel_path = out / "reliability.csv"
+    rel = pd.read_csv(rel_path) if rel_path.exists() else None
+    plot_sub = "plots" if task_set == "dev" else f"plots_{task_set}"  # a validation page keeps the dev page's plots
+    figs = plots(df, rel, md.parent / plot_sub)
+    for c in METRIC_COLUMNS:
+        if c not in df:
+            df[c] = np.nan
+    L = (title_section(task_set, quick) + run_section(df, run_info) + how_it_was_run_section(run_info)
+         + annotation_section(df) + clustering_section(df) + plots_section(figs, plot_sub) + per_task_section(df)
+         + failures_section(df, task_set, quick) + r_call_section(task_set) + validation_section(md, task_set, quick)
+         + scale_section(md, task_set, quick))
     md.write_text("\n".join(L).rstrip() + "\n")
 
 

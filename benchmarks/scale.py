@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,10 @@ import numpy as np
 import pandas as pd
 
 from . import tasks as T
-from .harness import TOOLS, call, env_for, run_one
+from .environment import machine, was_loaded
+from .formatting import fmt
+from .harness import call, env_for, gpu_name, run_one
+from .tools import TOOLS, label_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE_OPTS = {
@@ -139,7 +141,6 @@ def main(argv=None) -> int:
     bad = [t for t in tools if t not in TOOLS or TOOLS[t].clusters == "sets" and t != "pybridge_cicl"]
     if bad:
         raise SystemExit(f"unknown tools: {bad}")
-    from .harness import gpu_name
     from .peers import availability
 
     gpu = None if a.no_gpu else gpu_name()
@@ -227,8 +228,6 @@ def main(argv=None) -> int:
 
 
 def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
-    from .report import fmt, label_of, machine, was_loaded
-
     mach = machine()
     sizes = sorted(df["size"].unique())
     L = ["# pybridge scale benchmark (simulated data)", "",

@@ -11,6 +11,11 @@ and ``OUT_DIR/meta.json`` with ``seconds`` (the tool call alone: no interpreter
 start, no file reading), ``rss_before_mb`` (resident memory before the call) and
 tool notes. The harness measures the whole process's peak memory.
 
+pybridge's methods all run through one path: the tool's method
+(:data:`benchmarks.tools.PYBRIDGE_METHODS`) is looked up in pybridge's method
+registry and called as ``compute(query, reference, **options)``; which columns
+its result gives follows from the registry record (:func:`prediction_table`).
+
 Top-level imports are light on purpose: this module also runs in the separate
 scvi-tools environment, which has no pybridge.
 """
@@ -27,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .tools import PYBRIDGE_METHODS, QUERY_ONLY
 
 UNASSIGNED = "Unassigned"
 
@@ -49,71 +56,70 @@ def read_side(task_dir: Path, side: str):
 
 
 # ---------------------------------------------------------------- pybridge methods
-def _pybridge(threads: int):
+def _method(name: str, threads: int):
+    """The registry record of pybridge method ``name`` (importing pybridge registers its methods)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
-    import pybridge
-    from pybridge.api import COMPUTE
+    import pybridge  # noqa: F401
+    from pybridge.models._registry import get_method
 
-    return pybridge, COMPUTE
-
-
-# benchmark tool -> pybridge method (a variant differs only in the options harness.TOOLS gives it)
-PYBRIDGE_ANNOTATORS = {"pybridge_scnym": "scnym", "pybridge_scnym_top2000": "scnym", "pybridge_jind": "jind"}
+    return get_method(name)
 
 
-def run_pybridge_annotation(method, ref, query, opts, seed, device, threads):
-    _, COMPUTE = _pybridge(threads)
-    fn = COMPUTE[method][1]
+def run_pybridge(method: str, ref, query, opts, seed, device, threads):
+    """Any registered method through its one calling convention, ``compute(query, reference, **options)``."""
+    info = _method(method, threads)
+    if info.reference == "none":  # unsupervised: no reference, no labels
+        ref, kw = None, {}
+    else:
+        kw = {"labels_key": "cell_type"}
     t0 = time.perf_counter()
-    res = fn(query, ref, labels_key="cell_type", seed=seed, device=device, verbose=False, **opts)
+    res = info.compute(query, ref, **kw, seed=seed, device=device, verbose=False, **opts)
     secs = time.perf_counter() - t0
-    out = pd.DataFrame({"label": np.asarray(res.labels, dtype=str), "raw_label": np.asarray(res.raw_labels, dtype=str),
-                        "confidence": np.asarray(res.confidence, dtype=float), "rejected": res.rejected.astype(int)})
-    out["score"] = out["confidence"]
-    notes = {"rejection": bool(res.rejection)}
-    tr = res.params.get("training", {}) if isinstance(res.params, dict) else {}
-    for k in ("epochs_trained", "best_epoch"):
-        if isinstance(tr, dict) and k in tr:
-            notes[k] = tr[k]
-    if "stage" in res.params:
-        notes["stage"] = res.params["stage"]
+    out, notes = prediction_table(info, res)
     return out, secs, notes
 
 
-def run_pybridge_itclust(ref, query, opts, seed, device, threads):
-    _, COMPUTE = _pybridge(threads)
-    t0 = time.perf_counter()
-    res = COMPUTE["itclust"][1](query, ref, labels_key="cell_type", seed=seed, device=device, verbose=False, **opts)
-    secs = time.perf_counter() - t0
-    raw = np.asarray(res.raw_cell_types, dtype=str)
-    lab = np.asarray(res.cell_types, dtype=str)
-    conf = np.asarray(res.cell_score if res.cell_score is not None else res.confidence, dtype=float)
-    out = pd.DataFrame({"label": lab, "raw_label": raw, "confidence": conf, "score": conf,
-                        "rejected": (lab == UNASSIGNED).astype(int), "cluster": np.asarray(res.clusters).astype(str)})
-    return out, secs, {"n_clusters": int(len(set(out["cluster"])))}
+def prediction_table(info, res) -> tuple[pd.DataFrame, dict]:
+    """``pred.csv``'s columns and the notes for a pybridge result, chosen by what the registry says it holds.
 
-
-def run_pybridge_nmf_transfer(ref, query, opts, seed, device, threads):
-    _, COMPUTE = _pybridge(threads)
-    t0 = time.perf_counter()
-    res = COMPUTE["nmf_transfer"][1](query, reference=ref, labels_key="cell_type", seed=seed, device=device,
-                                     verbose=False, **opts)
-    secs = time.perf_counter() - t0
-    out = pd.DataFrame({"cluster": np.asarray(res.clusters).astype(str)})
-    if res.cell_types is not None:
-        out["raw_label"] = np.asarray(res.cell_types, dtype=str)
-    return out, secs, {"n_clusters": int(len(set(out["cluster"]))), "theta": res.params.get("theta")}
-
-
-def run_pybridge_cicl(query, opts, seed, device, threads):
-    _, COMPUTE = _pybridge(threads)
-    t0 = time.perf_counter()
-    res = COMPUTE["cicl"][1](query, seed=seed, device=device, verbose=False, **opts)
-    secs = time.perf_counter() - t0
-    out = pd.DataFrame({"cluster": np.asarray(res.clusters).astype(str)})
-    return out, secs, {"n_clusters": int(len(set(out["cluster"])))}
+    * annotation: ``label`` / ``raw_label`` (after / before rejection), ``confidence``, ``rejected``, ``score``;
+    * clustering that maps types with its own flagging (ItClust's ``raw_cell_types``): scored like an annotator
+      too (the mapped type after / before flagging; flagged = rejected; confidence = the per-cell
+      ``cell_score`` where there is one), then ``cluster``;
+    * other clustering: ``cluster``, plus ``raw_label`` = the mapped type where the method maps types.
+    """
+    if info.kind == "annotation":
+        out = pd.DataFrame({"label": np.asarray(res.labels, dtype=str),
+                            "raw_label": np.asarray(res.raw_labels, dtype=str),
+                            "confidence": np.asarray(res.confidence, dtype=float),
+                            "rejected": res.rejected.astype(int)})
+        out["score"] = out["confidence"]
+        notes = {"rejection": bool(res.rejection)}
+        tr = res.params.get("training", {}) if isinstance(res.params, dict) else {}
+        for k in ("epochs_trained", "best_epoch"):
+            if isinstance(tr, dict) and k in tr:
+                notes[k] = tr[k]
+        if "stage" in res.params:
+            notes["stage"] = res.params["stage"]
+        return out, notes
+    cols = {}
+    flagged_types = info.maps_types and "raw_cell_types" in info.extra_fields
+    if flagged_types:
+        lab = np.asarray(res.cell_types, dtype=str)
+        cell_score = getattr(res, "cell_score", None) if "cell_score" in info.extra_fields else None
+        conf = np.asarray(cell_score if cell_score is not None else res.confidence, dtype=float)
+        cols.update(label=lab, raw_label=np.asarray(res.raw_cell_types, dtype=str), confidence=conf, score=conf,
+                    rejected=(lab == UNASSIGNED).astype(int))
+    cols["cluster"] = np.asarray(res.clusters).astype(str)
+    if info.maps_types and not flagged_types and res.cell_types is not None:
+        cols["raw_label"] = np.asarray(res.cell_types, dtype=str)
+    out = pd.DataFrame(cols)
+    notes = {"n_clusters": int(len(set(out["cluster"])))}
+    if "theta" in res.params:  # NMF transfer: the theta its kernel-target alignment chose
+        notes["theta"] = res.params["theta"]
+    return out, notes
 
 
 # ---------------------------------------------------------------- dispatch
@@ -122,17 +128,11 @@ def run(tool: str, task_dir: Path, opts: dict, seed: int, device: str, threads: 
 
     task = json.loads((task_dir / "task.json").read_text())
     query = read_side(task_dir, "query")
-    query_only = tool in ("pybridge_cicl", "pca_leiden", "pca_kmeans")  # cluster the query alone
+    query_only = tool in QUERY_ONLY  # cluster the query alone
     ref = read_side(task_dir, "ref") if task["kind"] == "transfer" and not query_only else None
     before = rss_mb()
-    if tool in PYBRIDGE_ANNOTATORS:
-        out, secs, notes = run_pybridge_annotation(PYBRIDGE_ANNOTATORS[tool], ref, query, opts, seed, device, threads)
-    elif tool == "pybridge_itclust":
-        out, secs, notes = run_pybridge_itclust(ref, query, opts, seed, device, threads)
-    elif tool == "pybridge_nmf_transfer":
-        out, secs, notes = run_pybridge_nmf_transfer(ref, query, opts, seed, device, threads)
-    elif tool == "pybridge_cicl":
-        out, secs, notes = run_pybridge_cicl(query, opts, seed, device, threads)
+    if tool in PYBRIDGE_METHODS:
+        out, secs, notes = run_pybridge(PYBRIDGE_METHODS[tool], ref, query, opts, seed, device, threads)
     elif tool in peers.PY_PEERS:
         out, secs, notes = peers.PY_PEERS[tool](ref, query, opts, seed, threads)
     else:
@@ -143,7 +143,8 @@ def run(tool: str, task_dir: Path, opts: dict, seed: int, device: str, threads: 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="run one benchmark tool on one prepared task")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.worker",
+                                description="run one benchmark tool on one prepared task")
     p.add_argument("tool")
     p.add_argument("task_dir")
     p.add_argument("out_dir")
