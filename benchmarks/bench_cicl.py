@@ -13,6 +13,7 @@ PCA+KMeans baseline runs on pybridge's own preprocessing and Leiden is skipped).
 
     python -m benchmarks.bench_cicl --threads 1 --out benchmarks/results_cicl.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = CLUSTERING_SETS  # the suite's clustering sets (benchmarks/tasks.py)
-DATASETS_BY_SIZE = ["sc3_yan", "simlr_pollen", "cellbench_sc_celseq2_5cl_p2", "baron_mouse2",
-                    "pbmc3k_counts_seurat_labels", "dcc_mouse_bladder_cell_top2000", "dcc_10X_PBMC_top2000"]
+DATASETS_BY_SIZE = [
+    "sc3_yan",
+    "simlr_pollen",
+    "cellbench_sc_celseq2_5cl_p2",
+    "baron_mouse2",
+    "pbmc3k_counts_seurat_labels",
+    "dcc_mouse_bladder_cell_top2000",
+    "dcc_10X_PBMC_top2000",
+]
 #: CICL paper, Table 3 (ARI, NMI), where the dataset overlaps. The paper's "pollen" has 301 cells
 #: (this SIMLR copy: 249) and its "Bladder" is a 2-type Tabula Muris set, not the 16-type dcc bladder.
 PAPER = {"simlr_pollen": (0.9117, 0.9323), "sc3_yan": (0.7989, 0.8307)}
@@ -68,7 +76,7 @@ def baselines(a: ad.AnnData, k: int, seed: int) -> dict:
         pcs = b.obsm["X_pca"]
     else:
         from pybridge.data import get_counts
-        from pybridge.models.cicl import _Scaler, _fit_preprocessing, _pca_scores
+        from pybridge.models.cicl import _fit_preprocessing, _pca_scores, _Scaler
 
         prep, Xh = _fit_preprocessing(get_counts(a), a.var_names, 2000)
         pcs = _pca_scores(Xh, _Scaler(prep, "cpu", 10.0), 50)
@@ -108,8 +116,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None)
     p.add_argument("--label", default="", help="suffix for the CICL rows' method name, e.g. the variant")
-    p.add_argument("--summarize", nargs="+", metavar="CSV", help="only tabulate --csv files of earlier runs "
-                   "(mean ARI over seeds per dataset and method, and the mean over datasets)")
+    p.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="CSV",
+        help="only tabulate --csv files of earlier runs "
+        "(mean ARI over seeds per dataset and method, and the mean over datasets)",
+    )
     args = p.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize))
@@ -126,7 +139,11 @@ def main(argv=None) -> int:
             overrides[key] = value
     rows = []
     if not args.no_baselines:  # compile scanpy's numba kernels once, outside the timings
-        warm = ad.read_h5ad(DATA / "cellbench_sc_celseq2_5cl_p2.h5ad") if (DATA / "cellbench_sc_celseq2_5cl_p2.h5ad").exists() else None
+        warm = (
+            ad.read_h5ad(DATA / "cellbench_sc_celseq2_5cl_p2.h5ad")
+            if (DATA / "cellbench_sc_celseq2_5cl_p2.h5ad").exists()
+            else None
+        )
         if warm is not None:
             baselines(warm[:120].copy(), 3, args.seed)
     for name in args.datasets.split(","):
@@ -146,14 +163,20 @@ def main(argv=None) -> int:
             # the K estimate is made before training and is deterministic: reuse the true-K run when it agrees
             est = CICL(seed=args.seed, device=args.device, verbose=False, **{**overrides, "n_epochs": 1})
             from pybridge.data import get_counts
-            from pybridge.models.cicl import _Scaler, _fit_preprocessing, _pca_scores, estimate_n_clusters
+            from pybridge.models.cicl import _fit_preprocessing, _pca_scores, _Scaler, estimate_n_clusters
 
             cfg = est.config
             prep, Xh = _fit_preprocessing(get_counts(a), a.var_names.astype(str), cfg.n_top_genes)
             t0 = time.perf_counter()
-            k_hat, _ = estimate_n_clusters(_pca_scores(Xh, _Scaler(prep, "cpu", None), cfg.n_pcs), method=cfg.k_estimator, k_min=cfg.k_min,
-                                           k_max=cfg.k_max, seed=args.seed, n_init=cfg.kmeans_n_init,
-                                           n_neighbors=cfg.k_neighbors)
+            k_hat, _ = estimate_n_clusters(
+                _pca_scores(Xh, _Scaler(prep, "cpu", None), cfg.n_pcs),
+                method=cfg.k_estimator,
+                k_min=cfg.k_min,
+                k_max=cfg.k_max,
+                seed=args.seed,
+                n_init=cfg.kmeans_n_init,
+                n_neighbors=cfg.k_neighbors,
+            )
             t_est = time.perf_counter() - t0
             if k_hat == k:
                 results["cicl_estK"] = (lab, k, t + t_est)
@@ -165,12 +188,34 @@ def main(argv=None) -> int:
             results = {(f"{m}_{args.label}" if m.startswith("cicl") else m): v for m, v in results.items()}
         for method, (pred, n_clu, secs) in results.items():
             ari, nmi = score(y, pred)
-            rows.append(dict(dataset=name, cells=a.n_obs, types=k, method=method, k=n_clu, ari=ari, nmi=nmi,
-                             seconds=secs, seed=args.seed))
+            rows.append(
+                dict(
+                    dataset=name,
+                    cells=a.n_obs,
+                    types=k,
+                    method=method,
+                    k=n_clu,
+                    ari=ari,
+                    nmi=nmi,
+                    seconds=secs,
+                    seed=args.seed,
+                )
+            )
             print(f"{name:32s} {method:12s} K={n_clu:3d} ARI={ari:.4f} NMI={nmi:.4f} {secs:8.1f}s", flush=True)
         if name in PAPER:
-            rows.append(dict(dataset=name, cells=a.n_obs, types=k, method="paper_CICL", k=k, ari=PAPER[name][0],
-                             nmi=PAPER[name][1], seconds=float("nan"), seed=""))
+            rows.append(
+                dict(
+                    dataset=name,
+                    cells=a.n_obs,
+                    types=k,
+                    method="paper_CICL",
+                    k=k,
+                    ari=PAPER[name][0],
+                    nmi=PAPER[name][1],
+                    seconds=float("nan"),
+                    seed="",
+                )
+            )
         write(rows, args, overrides)  # after every dataset, so a long run leaves partial results
     print(markdown(rows, args, overrides))
     return 0
@@ -201,18 +246,27 @@ def summarize(paths) -> str:
         cells = []
         for m in methods:
             v = df[(df["dataset"] == d) & (df["method"] == m)].sort_values("seed")["ari"].to_numpy()
-            cells.append("" if not len(v) else f"{v.mean():.3f}" + (f" ({', '.join(f'{x:.2f}' for x in v)})"
-                                                                    if len(v) > 1 else ""))
+            cells.append(
+                ""
+                if not len(v)
+                else f"{v.mean():.3f}" + (f" ({', '.join(f'{x:.2f}' for x in v)})" if len(v) > 1 else "")
+            )
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | mean ARI (seed 0, all datasets it ran on) | datasets | mean ARI over seeds, "
-              "per dataset then averaged | seeds per dataset |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| method | mean ARI (seed 0, all datasets it ran on) | datasets | mean ARI over seeds, "
+        "per dataset then averaged | seeds per dataset |",
+        "|---|---|---|---|---|",
+    ]
     for m in methods:
         sub = df[df["method"] == m]
         s0 = sub[sub["seed"] == 0]
         per = sub.groupby("dataset")["ari"].mean()
         counts = sub.groupby("dataset")["seed"].nunique()
-        lines.append(f"| {m} | {s0['ari'].mean():.4f} | {s0['dataset'].nunique()} | {per.mean():.4f} | "
-                     f"{counts.min()}-{counts.max()} |")
+        lines.append(
+            f"| {m} | {s0['ari'].mean():.4f} | {s0['dataset'].nunique()} | {per.mean():.4f} | "
+            f"{counts.min()}-{counts.max()} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -234,8 +288,10 @@ def markdown(rows, args, overrides) -> str:
     ]
     for r in rows:
         secs = "" if np.isnan(r["seconds"]) else f"{r['seconds']:.1f}"
-        lines.append(f"| {r['dataset']} | {r['cells']} | {r['types']} | {r['method']} | {r['k']} | {r['ari']:.4f} | "
-                     f"{r['nmi']:.4f} | {secs} |")
+        lines.append(
+            f"| {r['dataset']} | {r['cells']} | {r['types']} | {r['method']} | {r['k']} | {r['ari']:.4f} | "
+            f"{r['nmi']:.4f} | {secs} |"
+        )
     means = {}
     for r in rows:
         if r["method"] != "paper_CICL":

@@ -25,6 +25,7 @@ Removal table: one reference type (or several) is removed from the source and we
 the target cells of that type: the share flagged, their mean cluster confidence, and the
 cluster most of them end in.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,28 +116,37 @@ def transfer_rows(args, opts) -> list[dict]:
             pres = get_method(peer).compute(q, ref, seed=0, device=args.device, verbose=False)
             dt = time.perf_counter() - t0
             raw = np.asarray(pres.raw_labels, dtype=str)
-            store.add({
-                "task": name, "tool": peer, "acc": float(np.mean(raw[seen] == truth[seen])),
-                "ARI": adjusted_rand_score(truth, raw),
-                "flag_seen": float(pres.rejected[seen].mean()),
-                "flag_unseen": float(pres.rejected[~seen].mean()) if (~seen).any() else np.nan,
-                "clusters": "", "seconds": dt,
-            })
+            store.add(
+                {
+                    "task": name,
+                    "tool": peer,
+                    "acc": float(np.mean(raw[seen] == truth[seen])),
+                    "ARI": adjusted_rand_score(truth, raw),
+                    "flag_seen": float(pres.rejected[seen].mean()),
+                    "flag_unseen": float(pres.rejected[~seen].mean()) if (~seen).any() else np.nan,
+                    "clusters": "",
+                    "seconds": dt,
+                }
+            )
     return store.rows
 
 
 def _itclust_row(store, name, ref, q, truth, seen, args, opts):
     res, dt = run_itclust(ref, q, args.device, opts)
     tr = res.params["training"]
-    store.add({
-        "task": name, "tool": "ItClust", "acc": float(np.mean(res.raw_cell_types[seen] == truth[seen])),
-        "ARI": adjusted_rand_score(truth, res.clusters),
-        "flag_seen": float(res.flagged[seen].mean()),
-        "flag_unseen": float(res.flagged[~seen].mean()) if (~seen).any() else np.nan,
-        "clusters": f"{len(set(res.clusters))}/{tr['target']['n_updates']}",
-        "trained": f"{tr['n_query_cells_trained']}/{q.n_obs}",
-        "seconds": dt,
-    })
+    store.add(
+        {
+            "task": name,
+            "tool": "ItClust",
+            "acc": float(np.mean(res.raw_cell_types[seen] == truth[seen])),
+            "ARI": adjusted_rand_score(truth, res.clusters),
+            "flag_seen": float(res.flagged[seen].mean()),
+            "flag_unseen": float(res.flagged[~seen].mean()) if (~seen).any() else np.nan,
+            "clusters": f"{len(set(res.clusters))}/{tr['target']['n_updates']}",
+            "trained": f"{tr['n_query_cells_trained']}/{q.n_obs}",
+            "seconds": dt,
+        }
+    )
 
 
 def removal_rows(args, opts) -> list[dict]:
@@ -153,16 +163,24 @@ def removal_rows(args, opts) -> list[dict]:
         table = pd.DataFrame(res.params["clusters"]).set_index("cluster")
         top = pd.Series(res.clusters[new]).value_counts()
         where = ", ".join(
-            f"{c} ({table.loc[c, 'cell_type']}, conf {table.loc[c, 'confidence']:.2f}): {n}" for c, n in top.head(2).items()
+            f"{c} ({table.loc[c, 'cell_type']}, conf {table.loc[c, 'confidence']:.2f}): {n}"
+            for c, n in top.head(2).items()
         )
-        store.add({
-            "task": name, "removed": "+".join(removed), "n_new": int(new.sum()),
-            "flag_new": float(res.flagged[new].mean()), "flag_other": float(res.flagged[~new].mean()),
-            "conf_new": float(res.confidence[new].mean()), "conf_other": float(res.confidence[~new].mean()),
-            "acc_other": float(np.mean(res.raw_cell_types[~new] == truth[~new])),
-            "ARI": adjusted_rand_score(truth, res.clusters),
-            "new cells end in (cluster, type, confidence): cells": where, "seconds": dt,
-        })
+        store.add(
+            {
+                "task": name,
+                "removed": "+".join(removed),
+                "n_new": int(new.sum()),
+                "flag_new": float(res.flagged[new].mean()),
+                "flag_other": float(res.flagged[~new].mean()),
+                "conf_new": float(res.confidence[new].mean()),
+                "conf_other": float(res.confidence[~new].mean()),
+                "acc_other": float(np.mean(res.raw_cell_types[~new] == truth[~new])),
+                "ARI": adjusted_rand_score(truth, res.clusters),
+                "new cells end in (cluster, type, confidence): cells": where,
+                "seconds": dt,
+            }
+        )
     return store.rows
 
 
@@ -177,19 +195,25 @@ def _md(df: pd.DataFrame) -> str:
         cells = []
         for c in cols:
             v = r[c]
-            cells.append(f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float) else str(v)))
+            cells.append(
+                f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float) else str(v))
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_itclust",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_itclust",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
-    p.add_argument("--peers", default="scnym,jind",
-                   help="registered annotation methods to run next to ItClust, or 'none'")
+    p.add_argument(
+        "--peers", default="scnym,jind", help="registered annotation methods to run next to ItClust, or 'none'"
+    )
     p.add_argument("--set", action="append", help="ItClust option key=value (JSON values)")
     p.add_argument("--no-removal", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -211,16 +235,30 @@ def main():
         print("\n=== source without some types (ItClust) ===\n" + _fmt(removal))
     if args.out:
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip()
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
         except OSError:
             commit = "?"
-        head = (f"Measured with `python -m benchmarks.bench_itclust {' '.join(sys.argv[1:])}` on "
-                f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, torch threads "
-                f"{args.threads}, device {args.device}), commit {commit}, seed 0, ItClust options "
-                f"{opts or 'default'}. Wall times are on a shared machine and only indicative.")
-        parts = ["# ItClust benchmark", "", head, "", "## Transfer", "", _md(transfer), "",
-                 "Mean over tasks:", "", _md(mean.reset_index())]
+        head = (
+            f"Measured with `python -m benchmarks.bench_itclust {' '.join(sys.argv[1:])}` on "
+            f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, torch threads "
+            f"{args.threads}, device {args.device}), commit {commit}, seed 0, ItClust options "
+            f"{opts or 'default'}. Wall times are on a shared machine and only indicative."
+        )
+        parts = [
+            "# ItClust benchmark",
+            "",
+            head,
+            "",
+            "## Transfer",
+            "",
+            _md(transfer),
+            "",
+            "Mean over tasks:",
+            "",
+            _md(mean.reset_index()),
+        ]
         if removal is not None:
             parts += ["", "## Source without some types (ItClust)", "", _md(removal)]
         Path(args.out).write_text("\n".join(parts) + "\n")

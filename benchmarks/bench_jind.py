@@ -18,6 +18,7 @@ the JIND code); for tasks with such cells the rejected fraction of unseen and
 of seen cells is reported too. Times are wall-clock seconds on this machine
 with ``--threads`` torch threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,19 +98,33 @@ def run(args) -> pd.DataFrame:
                 t1 = time.perf_counter()
                 res = model.predict(q, stage=stage)
                 pred_s = time.perf_counter() - t1
-                rows.append({"task": name, "method": labels[stage], "seed": seed,
-                             **score(res.labels, res.raw_labels, truth, classes),
-                             "seconds": stage_time[stage] + pred_s})
+                rows.append(
+                    {
+                        "task": name,
+                        "method": labels[stage],
+                        "seed": seed,
+                        **score(res.labels, res.raw_labels, truth, classes),
+                        "seconds": stage_time[stage] + pred_s,
+                    }
+                )
             al = model.fit_info_.get("alignment", {})
-            rows[-1]["note"] = (f"GAN epoch {al.get('selected_epoch')}/{al.get('epochs_run')}, "
-                                f"{model.fit_info_['jind_plus'].get('n_pseudo_labelled')} pseudo-labels")
+            rows[-1]["note"] = (
+                f"GAN epoch {al.get('selected_epoch')}/{al.get('epochs_run')}, "
+                f"{model.fit_info_['jind_plus'].get('n_pseudo_labelled')} pseudo-labels"
+            )
             if not args.skip_scnym:
                 t0 = time.perf_counter()
                 res = pybridge.api.compute_scnym(q, ref, seed=seed, device=args.device, verbose=False, reject=True)
-                rows.append({"task": name, "method": "scNym (reject=True)", "seed": seed,
-                             **score(res.labels, res.raw_labels, truth, classes),
-                             "seconds": time.perf_counter() - t0,
-                             "note": f"{res.params['training']['epochs_trained']} epochs"})
+                rows.append(
+                    {
+                        "task": name,
+                        "method": "scNym (reject=True)",
+                        "seed": seed,
+                        **score(res.labels, res.raw_labels, truth, classes),
+                        "seconds": time.perf_counter() - t0,
+                        "note": f"{res.params['training']['epochs_trained']} epochs",
+                    }
+                )
         print(pd.DataFrame([r for r in rows if r["task"] == name]).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
@@ -131,8 +146,11 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_jind",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_jind",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -154,12 +172,17 @@ def main():
     if args.csv:
         df.to_csv(args.csv, index=False)
     if args.out:
-        env = (f"pybridge {pybridge.__version__}, torch {torch.__version__}, device {args.device}, "
-               f"{args.threads} CPU thread(s), {platform.processor() or platform.machine()}")
+        env = (
+            f"pybridge {pybridge.__version__}, torch {torch.__version__}, device {args.device}, "
+            f"{args.threads} CPU thread(s), {platform.processor() or platform.machine()}"
+        )
         opts = f"; JIND options {args.set}" if args.set else ""
-        text = (f"# JIND benchmark\n\nCommand: `python -m benchmarks.bench_jind {' '.join(sys.argv[1:])}`\n\n"
-                f"Environment: {env}{opts}.\n\n{to_markdown(df)}\n\nMean over tasks:\n\n"
-                + to_markdown(mean.reset_index().assign(task="all", seed="", note="")) + "\n")
+        text = (
+            f"# JIND benchmark\n\nCommand: `python -m benchmarks.bench_jind {' '.join(sys.argv[1:])}`\n\n"
+            f"Environment: {env}{opts}.\n\n{to_markdown(df)}\n\nMean over tasks:\n\n"
+            + to_markdown(mean.reset_index().assign(task="all", seed="", note=""))
+            + "\n"
+        )
         Path(args.out).write_text(text)
 
 

@@ -24,6 +24,7 @@ variants are reported: the paper's (``nmf_refine=True``, the default) and
     python -m benchmarks.bench_nmf_transfer --parts real --write benchmarks/results_nmf_transfer.md
     python -m benchmarks.bench_nmf_transfer --quick           # a small smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,13 @@ from pybridge.models.nmf_transfer import NMFTransfer, simulate_transfer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("transfer", "transfer_fixedW", "target", "concatenate")
-HEAD = {"transfer": "TransferCluster", "transfer_fixedW": "Transfer (nmf_refine=False)", "target": "TargetCluster",
-        "concatenate": "ConcatenateCluster", "transfer_fixedW_capped": "Transfer (nmf_refine=False, theta <= 0.9)"}
+HEAD = {
+    "transfer": "TransferCluster",
+    "transfer_fixedW": "Transfer (nmf_refine=False)",
+    "target": "TargetCluster",
+    "concatenate": "ConcatenateCluster",
+    "transfer_fixedW_capped": "Transfer (nmf_refine=False, theta <= 0.9)",
+}
 CAPPED_THETAS = tuple(round(0.1 * i, 1) for i in range(10))
 
 
@@ -71,9 +77,14 @@ def run_all(source, target, seed, device, methods=METHODS, **cfg):
                 model = models[refine].replace(thetas=CAPPED_THETAS) if name.endswith("capped") else models[refine]
                 res = model.predict(target, n_clusters=k)
                 types = None if res.cell_types is None else float(np.mean(np.asarray(res.cell_types, dtype=str) == y))
-                out[name] = dict(ari=ari(y, res.clusters), theta=res.params["theta"],
-                                 source_ari=model.fit_info_["source_ari"], type_acc=types,
-                                 seconds=time.perf_counter() - t0 + fit_s, fit_s=fit_s)
+                out[name] = dict(
+                    ari=ari(y, res.clusters),
+                    theta=res.params["theta"],
+                    source_ari=model.fit_info_["source_ari"],
+                    type_acc=types,
+                    seconds=time.perf_counter() - t0 + fit_s,
+                    fit_s=fit_s,
+                )
                 out["n_genes_used"] = res.params["n_genes_used"]
         base = next(iter(models.values()))  # target and concatenate use only the gene set and the source data
         if "target" in methods:
@@ -98,26 +109,45 @@ def bench_sim(args, device):
                 t = trg[:n].copy()
                 r = run_all(src, t, seed, device, args.methods, gene_filter=False)
                 tm = [m for m in args.methods if m.startswith("transfer")]
-                rows.append(dict(overlap=overlap, seed=seed, n=n, **{m: r[m]["ari"] for m in args.methods},
-                                 **{f"theta_{m}": r[m]["theta"] for m in tm},
-                                 source_ari=r[tm[0]]["source_ari"] if tm else float("nan")))
-                print(f"  sim {overlap:<10} seed={seed} n={n:<4} "
-                      + " ".join(f"{m}={r[m]['ari']:.3f}" for m in args.methods)
-                      + " theta=" + "/".join(str(r[m]["theta"]) for m in tm)
-                      + (f" srcARI={r[tm[0]]['source_ari']:.2f}" if tm else ""), flush=True)
+                rows.append(
+                    dict(
+                        overlap=overlap,
+                        seed=seed,
+                        n=n,
+                        **{m: r[m]["ari"] for m in args.methods},
+                        **{f"theta_{m}": r[m]["theta"] for m in tm},
+                        source_ari=r[tm[0]]["source_ari"] if tm else float("nan"),
+                    )
+                )
+                print(
+                    f"  sim {overlap:<10} seed={seed} n={n:<4} "
+                    + " ".join(f"{m}={r[m]['ari']:.3f}" for m in args.methods)
+                    + " theta="
+                    + "/".join(str(r[m]["theta"]) for m in tm)
+                    + (f" srcARI={r[tm[0]]['source_ari']:.2f}" if tm else ""),
+                    flush=True,
+                )
     tm = [m for m in args.methods if m.startswith("transfer")]
-    lines = [f"Simulation ({args.n_genes} genes, {args.n_source} source cells, seeds {', '.join(map(str, args.seeds))}; "
-             "ARI on the target, mean ± sd over seeds; theta: mean KTA choice)", "",
-             "| overlap | target cells | " + " | ".join(HEAD[m] for m in args.methods)
-             + f" | theta ({' / '.join(HEAD[m] for m in tm)}) | source ARI of W_src ({HEAD[tm[0]] if tm else '-'}) |",
-             "|---|---|" + "---|" * len(args.methods) + "---|---|"]
+    lines = [
+        f"Simulation ({args.n_genes} genes, {args.n_source} source cells, seeds {', '.join(map(str, args.seeds))}; "
+        "ARI on the target, mean ± sd over seeds; theta: mean KTA choice)",
+        "",
+        "| overlap | target cells | "
+        + " | ".join(HEAD[m] for m in args.methods)
+        + f" | theta ({' / '.join(HEAD[m] for m in tm)}) | source ARI of W_src ({HEAD[tm[0]] if tm else '-'}) |",
+        "|---|---|" + "---|" * len(args.methods) + "---|---|",
+    ]
     for overlap in args.overlaps:
         for n in args.sizes:
             sel = [r for r in rows if r["overlap"] == overlap and r["n"] == n]
             cells = [f"{np.mean([r[m] for r in sel]):.3f} ± {np.std([r[m] for r in sel]):.3f}" for m in args.methods]
-            lines.append(f"| {overlap} | {n} | " + " | ".join(cells)
-                         + " | " + " / ".join(f"{np.mean([r[f'theta_{m}'] for r in sel]):.2f}" for m in tm)
-                         + f" | {np.mean([r['source_ari'] for r in sel]):.2f} |")
+            lines.append(
+                f"| {overlap} | {n} | "
+                + " | ".join(cells)
+                + " | "
+                + " / ".join(f"{np.mean([r[f'theta_{m}'] for r in sel]):.2f}" for m in tm)
+                + f" | {np.mean([r['source_ari'] for r in sel]):.2f} |"
+            )
     return lines
 
 
@@ -127,38 +157,57 @@ def bench_real(args, device):
 
     pairs = []
     if (DATA / "baron_mouse1.h5ad").exists() and not args.quick:
-        pairs.append(("baron_mouse1 -> baron_mouse2", ad.read_h5ad(DATA / "baron_mouse1.h5ad"),
-                      ad.read_h5ad(DATA / "baron_mouse2.h5ad")))
+        pairs.append(
+            (
+                "baron_mouse1 -> baron_mouse2",
+                ad.read_h5ad(DATA / "baron_mouse1.h5ad"),
+                ad.read_h5ad(DATA / "baron_mouse2.h5ad"),
+            )
+        )
     if (DATA / "panc8_small.h5ad").exists():
         p = ad.read_h5ad(DATA / "panc8_small.h5ad")
         techs = ["celseq2"] if args.quick else sorted(p.obs["batch"].unique())
         for tech in techs:
-            pairs.append((f"panc8_small: others -> {tech}", p[p.obs["batch"] != tech].copy(),
-                          p[p.obs["batch"] == tech].copy()))
+            pairs.append(
+                (f"panc8_small: others -> {tech}", p[p.obs["batch"] != tech].copy(), p[p.obs["batch"] == tech].copy())
+            )
     if not pairs:
         return ["(real data not found in ../shared/data)"]
     ms = args.methods
     tm = [m for m in ms if m.startswith("transfer")]
-    lines = ["Real pairs (seed 0, defaults: SC3 gene filter, log2; k = true number of target types)", "",
-             "| pair | target cells | k | genes | " + " | ".join(HEAD[m] for m in ms)
-             + "".join(f" | theta, source ARI of W_src, matched type acc., time s ({HEAD[m]})" for m in tm) + " |",
-             "|---|---|---|---|" + "---|" * (len(ms) + len(tm))]
+    lines = [
+        "Real pairs (seed 0, defaults: SC3 gene filter, log2; k = true number of target types)",
+        "",
+        "| pair | target cells | k | genes | "
+        + " | ".join(HEAD[m] for m in ms)
+        + "".join(f" | theta, source ARI of W_src, matched type acc., time s ({HEAD[m]})" for m in tm)
+        + " |",
+        "|---|---|---|---|" + "---|" * (len(ms) + len(tm)),
+    ]
     for name, src, trg in pairs:
         r = run_all(src, trg, 0, device, ms)
         k = trg.obs["cell_type"].nunique()
         print(f"  real {name}: " + " ".join(f"{m}={r[m]['ari']:.3f}" for m in ms), flush=True)
         lines.append(
-            f"| {name} | {trg.n_obs} | {k} | {r['n_genes_used']} | " + " | ".join(f"{r[m]['ari']:.3f}" for m in ms)
-            + "".join(f" | {r[m]['theta']}, {r[m]['source_ari']:.2f}, {r[m]['type_acc']:.2f}, {r[m]['seconds']:.1f}"
-                      for m in tm) + " |")
+            f"| {name} | {trg.n_obs} | {k} | {r['n_genes_used']} | "
+            + " | ".join(f"{r[m]['ari']:.3f}" for m in ms)
+            + "".join(
+                f" | {r[m]['theta']}, {r[m]['source_ari']:.2f}, {r[m]['type_acc']:.2f}, {r[m]['seconds']:.1f}"
+                for m in tm
+            )
+            + " |"
+        )
     return lines
 
 
 # ---------------------------------------------------------------------------- timing
 def bench_timing(args, devices):
-    lines = ["Wall time (seconds; simulated data, 2000 genes, 1000 source cells, k = 8, default SC3 ensemble)", "",
-             "| device | target cells | source NMF fit | one SC3 pass (theta = 0.5) | full theta grid (11 values) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "Wall time (seconds; simulated data, 2000 genes, 1000 source cells, k = 8, default SC3 ensemble)",
+        "",
+        "| device | target cells | source NMF fit | one SC3 pass (theta = 0.5) | full theta grid (11 values) |",
+        "|---|---|---|---|---|",
+    ]
     src, trg = simulate_transfer(1000, max(args.timing_sizes), "complete", n_genes=2000, seed=0)
     for dev in devices:
         with warnings.catch_warnings():
@@ -182,11 +231,19 @@ def bench_timing(args, devices):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_nmf_transfer",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_nmf_transfer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--parts", default="sim,real,timing")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(HEAD),
-                    help="methods to compare (transfer_fixedW_capped: nmf_refine=False with theta <= 0.9)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(HEAD),
+        help="methods to compare (transfer_fixedW_capped: nmf_refine=False with theta <= 0.9)",
+    )
     ap.add_argument("--device", default="cpu", help="device for the ARI parts (timing runs CPU and CUDA if present)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 200])
@@ -208,9 +265,14 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    header = [f"# NMF transfer clustering benchmark", "",
-              f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), {platform.processor() or platform.machine()}; "
-              f"CUDA: {'yes (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'not available'}", ""]
+    header = [
+        "# NMF transfer clustering benchmark",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
+        f"{platform.processor() or platform.machine()}; "
+        f"CUDA: {'yes (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'not available'}",
+        "",
+    ]
     out = list(header)
     parts = args.parts.split(",")
     t_all = time.perf_counter()

@@ -26,6 +26,7 @@ does a small warm-up call first, so the numbers exclude starting Python/torch.
 Writes the table to stdout and to benchmarks/results_r_overhead.md when
 ``--write`` is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,9 @@ def simulate(n_cells: int, n_genes: int, n_types: int, seed: int, prefix: str) -
     theta = 5.0  # NB dispersion
     counts = rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float32)
     X = sp.csr_matrix(counts)
-    obs = pd.DataFrame({"cell_type": pd.Categorical([f"type_{t}" for t in types])},
-                       index=[f"{prefix}{i}" for i in range(n_cells)])
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical([f"type_{t}" for t in types])}, index=[f"{prefix}{i}" for i in range(n_cells)]
+    )
     var = pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])
     return ad.AnnData(X=X, obs=obs, var=var)
 
@@ -144,8 +146,11 @@ def main() -> None:
     ref = simulate(args.ref_cells, args.genes, 6, seed=1, prefix="r")
     query = simulate(args.cells, args.genes, 6, seed=2, prefix="q")
     nnz = query.X.nnz
-    print(f"simulated: query {query.n_obs} x {query.n_vars} ({nnz / 1e6:.1f}M non-zeros), "
-          f"reference {ref.n_obs} cells; scNym {args.epochs} epochs, CPU, {threads} torch threads", flush=True)
+    print(
+        f"simulated: query {query.n_obs} x {query.n_vars} ({nnz / 1e6:.1f}M non-zeros), "
+        f"reference {ref.n_obs} cells; scNym {args.epochs} epochs, CPU, {threads} torch threads",
+        flush=True,
+    )
 
     rows = []
     # ---- Python baseline
@@ -154,8 +159,14 @@ def main() -> None:
         t0 = time.perf_counter()
         res = pybridge.api.compute_scnym(query, ref, n_epochs=args.epochs, seed=0, device="cpu", verbose=False)
         total = time.perf_counter() - t0
-        rows.append({"label": "Python (pybridge.api.compute_scnym)", "total": total,
-                     "model": res.params["timings"]["total_s"], "bridge": {}})
+        rows.append(
+            {
+                "label": "Python (pybridge.api.compute_scnym)",
+                "total": total,
+                "model": res.params["timings"]["total_s"],
+                "bridge": {},
+            }
+        )
         print(f"  python: {total:.2f}s", flush=True)
     py_labels = np.asarray(res.labels, dtype=str)
     same_r = {}
@@ -175,9 +186,9 @@ def main() -> None:
                 suppressPackageStartupMessages({{library(SeuratObject); library(SingleCellExperiment)}})
                 counts <- as(SummarizedExperiment::assay(tmp_sce, "X"), "CsparseMatrix")
                 sce <- SingleCellExperiment(assays = list(counts = counts), colData = colData(tmp_sce))
-                saveRDS(sce, "{tmp / f'{name}_sce.rds'}", compress = FALSE)
+                saveRDS(sce, "{tmp / f"{name}_sce.rds"}", compress = FALSE)
                 saveRDS(CreateSeuratObject(counts = counts, meta.data = as.data.frame(colData(tmp_sce))),
-                        "{tmp / f'{name}_seurat.rds'}", compress = FALSE)
+                        "{tmp / f"{name}_seurat.rds"}", compress = FALSE)
                 rm(tmp_sce, sce, counts); invisible(gc())
             """)
 
@@ -189,8 +200,12 @@ def main() -> None:
         env = dict(os.environ, PYBRIDGE_PYTHON=sys.executable)
         bridge_rows = []
         for mode in ("isolated", "shared-blas"):
-            proc = subprocess.run(["Rscript", str(script), str(tmp), str(args.epochs), str(args.repeats), mode],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                ["Rscript", str(script), str(tmp), str(args.epochs), str(args.repeats), mode],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"Rscript failed:\n{proc.stderr[-3000:]}")
             for line in proc.stdout.splitlines():
@@ -206,7 +221,7 @@ def main() -> None:
         # ---- Python hosts R (rpy2): the R entry point from this process
         ro.r(f"""
             suppressPackageStartupMessages(library(pybridge))
-            bq <- readRDS("{tmp / 'query_seurat.rds'}"); br <- readRDS("{tmp / 'ref_seurat.rds'}")
+            bq <- readRDS("{tmp / "query_seurat.rds"}"); br <- readRDS("{tmp / "ref_seurat.rds"}")
             invisible(RunScNym(bq[, 1:200], br[, 1:400], n_epochs = 1, device = "cpu", verbose = FALSE))
         """)
         for _ in range(args.repeats):
@@ -216,17 +231,20 @@ def main() -> None:
             p = ro.r('Command(bout, "RunScNym.scnym")@params')
             model = float(p.rx2("timings").rx2("total_s")[0])
             bridge = {k: float(p.rx2("r_bridge").rx2(k)[0]) for k in ("extract_s", "build_s", "call_s", "python_s")}
-            rows.append({"label": "R (rpy2 callback, anndata2ri), Seurat", "total": total, "model": model,
-                         "bridge": bridge})
+            rows.append(
+                {"label": "R (rpy2 callback, anndata2ri), Seurat", "total": total, "model": model, "bridge": bridge}
+            )
             print(f"  rpy2: {total:.2f}s", flush=True)
-        same_r["R (rpy2 callback, anndata2ri), Seurat"] = (list(ro.r("as.character(bout$predicted.scnym)"))
-                                                          == py_labels.tolist())
+        same_r["R (rpy2 callback, anndata2ri), Seurat"] = (
+            list(ro.r("as.character(bout$predicted.scnym)")) == py_labels.tolist()
+        )
         ro.r(R_BRIDGE_ONLY)
         for _ in range(5):
             t0 = time.perf_counter()
             ro.r('invisible(capture.output(bridge_only(bq, br, "rpy2", n = 1L)))')
-            bridge_rows.append({"label": "R (rpy2 callback, anndata2ri), Seurat", "total": time.perf_counter() - t0,
-                                "printed": True})
+            bridge_rows.append(
+                {"label": "R (rpy2 callback, anndata2ri), Seurat", "total": time.perf_counter() - t0, "printed": True}
+            )
 
     # ---- table: best of the repeats per row
     df = pd.DataFrame(rows)
@@ -234,7 +252,8 @@ def main() -> None:
     py_total = best.loc[best["label"].str.startswith("Python"), "total"].iloc[0]
     lines = [
         f"scNym, {args.epochs} epochs, simulated query {args.cells} cells x {args.genes} genes "
-        f"({nnz / 1e6:.1f}M non-zeros), reference {args.ref_cells} cells; CPU ({platform.processor() or platform.machine()}, "
+        f"({nnz / 1e6:.1f}M non-zeros), reference {args.ref_cells} cells; "
+        f"CPU ({platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, {threads} torch threads); best of {args.repeats}; wall-clock seconds; "
         f"load average {os.getloadavg()[0]:.1f} at the end (this run's own calls use about 2).",
         "",
@@ -243,22 +262,37 @@ def main() -> None:
     ]
     for _, r in best.iterrows():
         overhead = r["total"] - r["model"]
-        lines.append(f"| {r['label']} | {r['total']:.2f} | {r['model']:.2f} | {overhead:.2f} | "
-                     f"{100 * overhead / r['total']:.1f}% | {r['total'] - py_total:+.2f} |")
-    lines += ["", "Breakdown of the R calls (seconds; from the call's logged `r_bridge` timings):", "",
-              "| entry point | extract in R | build payload | call into Python | of which in Python |",
-              "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['label']} | {r['total']:.2f} | {r['model']:.2f} | {overhead:.2f} | "
+            f"{100 * overhead / r['total']:.1f}% | {r['total'] - py_total:+.2f} |"
+        )
+    lines += [
+        "",
+        "Breakdown of the R calls (seconds; from the call's logged `r_bridge` timings):",
+        "",
+        "| entry point | extract in R | build payload | call into Python | of which in Python |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for _, r in best.iterrows():
         b = r["bridge"] or {}
         if b:
-            lines.append(f"| {r['label']} | {b.get('extract_s', float('nan')):.2f} | {b.get('build_s', float('nan')):.2f} | "
-                         f"{b.get('call_s', float('nan')):.2f} | {b.get('python_s', float('nan')):.2f} |")
-    lines += ["", "Labels identical to the Python call's (same seed): "
-              + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in same_r.items()) + ".", "",
-              "The bridge alone (no model; best of 5): reading the objects in R, handing them to Python, building "
-              "the AnnData, returning a result of the real shape (labels, scores, 6-class probabilities, "
-              "256-d embedding) and writing it into the object.", "",
-              "| entry point | bridge total (s) | share of the Python call's time |", "|---|---:|---:|"]
+            lines.append(
+                f"| {r['label']} | {b.get('extract_s', float('nan')):.2f} | {b.get('build_s', float('nan')):.2f} | "
+                f"{b.get('call_s', float('nan')):.2f} | {b.get('python_s', float('nan')):.2f} |"
+            )
+    lines += [
+        "",
+        "Labels identical to the Python call's (same seed): "
+        + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in same_r.items())
+        + ".",
+        "",
+        "The bridge alone (no model; best of 5): reading the objects in R, handing them to Python, building "
+        "the AnnData, returning a result of the real shape (labels, scores, 6-class probabilities, "
+        "256-d embedding) and writing it into the object.",
+        "",
+        "| entry point | bridge total (s) | share of the Python call's time |",
+        "|---|---:|---:|",
+    ]
     bdf = pd.DataFrame(bridge_rows)
     for label, g in bdf.groupby("label", sort=False):
         t = float(g["total"].min())
@@ -268,12 +302,14 @@ def main() -> None:
     print(text)
     if args.write:
         out = ROOT / "benchmarks" / "results_r_overhead.md"
-        intro = ("# R entry point overhead\n\nMade by `python -m benchmarks.bench_r_overhead --write`.\n\n"
-                 "When R hosts Python, R's own libblas comes first in the symbol search order, so a plainly imported "
-                 "torch runs its matrix products in R's BLAS (Debian: OpenBLAS, whose threads then compete with "
-                 "torch's OpenMP threads). pybridge's R package therefore imports torch with RTLD_DEEPBIND, which "
-                 "keeps it on its own MKL; the row 'torch on R's BLAS' turns that off "
-                 "(`options(pybridge.isolate_torch = FALSE)`) to show what it saves.\n\n")
+        intro = (
+            "# R entry point overhead\n\nMade by `python -m benchmarks.bench_r_overhead --write`.\n\n"
+            "When R hosts Python, R's own libblas comes first in the symbol search order, so a plainly imported "
+            "torch runs its matrix products in R's BLAS (Debian: OpenBLAS, whose threads then compete with "
+            "torch's OpenMP threads). pybridge's R package therefore imports torch with RTLD_DEEPBIND, which "
+            "keeps it on its own MKL; the row 'torch on R's BLAS' turns that off "
+            "(`options(pybridge.isolate_torch = FALSE)`) to show what it saves.\n\n"
+        )
         out.write_text(intro + text + "\n")
         print(f"\nwrote {out}")
 

@@ -16,6 +16,7 @@ cells, the rejected fraction of cells of unseen types, and wall time. With
 --both-scores, also the rejected fractions under the other rejection score
 (columns *_dist or *_conf), from the same trained models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,13 @@ def _file(data: Path, name: str):
 
 def dev_tasks(data: Path) -> dict:
     """name -> (reference loader, query loader); loaders defer reading until used."""
+
     def panc8(tech, query):
         def load():
             a = ad.read_h5ad(data / "panc8_small.h5ad")
             m = (a.obs["batch"] == tech).to_numpy()
             return (a[m] if query else a[~m]).copy()
+
         return load
 
     tasks = {f"panc8:{t}": (panc8(t, False), panc8(t, True)) for t in PANC8_TECHS}
@@ -59,16 +62,19 @@ def dev_tasks(data: Path) -> dict:
 
 def unseen_tasks(data: Path) -> dict:
     """Tasks with a type held out of the reference (besides zheng's B cells): name -> (reference, query) loaders."""
+
     def drop(load, cell_type):
         def inner():
             a = load()
             return a[(a.obs["cell_type"].astype(str) != cell_type).to_numpy()].copy()
+
         return inner
 
     def panc8(techs):
         def load():
             a = ad.read_h5ad(data / "panc8_small.h5ad")
             return a[a.obs["batch"].isin(techs).to_numpy()].copy()
+
         return load
 
     f = functools.partial(_file, data)
@@ -143,8 +149,9 @@ def run(args) -> pd.DataFrame:
             t0 = time.perf_counter()
             pred, conf = logreg(ref, q)
             dt = time.perf_counter() - t0
-            rows.append({"task": name, "tool": "logreg (log-CPM)", **score(pred, conf, conf < 0, truth, classes),
-                         "seconds": dt})
+            rows.append(
+                {"task": name, "tool": "logreg (log-CPM)", **score(pred, conf, conf < 0, truth, classes), "seconds": dt}
+            )
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
             model = pybridge.ScNym(seed=seed, device=args.device, verbose=False, **opts)
@@ -153,9 +160,14 @@ def run(args) -> pd.DataFrame:
             res = model.predict(q)
             dt = time.perf_counter() - t0
             tool = f"pybridge scNym{' ' + str(opts) if opts else ''}{f' domain_key={dk}' if dk else ''}"
-            row = {"task": name, "tool": tool,
-                   **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
-                   "seconds": dt, "seed": seed, "epochs": res.params["training"]["epochs_trained"]}
+            row = {
+                "task": name,
+                "tool": tool,
+                **score(res.raw_labels, res.confidence, res.rejected, truth, classes),
+                "seconds": dt,
+                "seed": seed,
+                "epochs": res.params["training"]["epochs_trained"],
+            }
             if args.both_scores:
                 # the same trained model, with the other rejection score (training does not depend on it)
                 other = "distance" if model.config.rejection_score == "confidence" else "confidence"
@@ -164,35 +176,61 @@ def run(args) -> pd.DataFrame:
                 alt = score(res.raw_labels, res.confidence, res.rejected, truth, classes)
                 row.update({f"{k}_{other[:4]}": alt[k] for k in ("rej_seen", "rej_unseen") if k in alt})
             rows.append(row)
-        print(pd.DataFrame(rows[-(args.seeds + (0 if args.skip_baseline else 1)):]).to_string(index=False), flush=True)
+        print(pd.DataFrame(rows[-(args.seeds + (0 if args.skip_baseline else 1)) :]).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
 
 def main():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scnym",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_scnym",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated task names (default: the 9 dev tasks); 'unseen': six tasks with a type "
-                        "missing from the reference; 'validation': six held-out check tasks")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated task names (default: the 9 dev tasks); 'unseen': six tasks with a type "
+        "missing from the reference; 'validation': six held-out check tasks",
+    )
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed, ..., first-seed + seeds - 1")
-    p.add_argument("--both-scores", action="store_true",
-                   help="also score the other rejection rule (confidence / distance) on the same trained models")
+    p.add_argument(
+        "--both-scores",
+        action="store_true",
+        help="also score the other rejection rule (confidence / distance) on the same trained models",
+    )
     p.add_argument("--set", action="append", help="scNym option key=value (JSON values)")
     p.add_argument("--skip-baseline", action="store_true")
-    p.add_argument("--domain-key", default=None,
-                   help="obs column of the reference's batches (e.g. 'batch' for panc8): multi-domain training "
-                        "on the tasks whose reference has it")
+    p.add_argument(
+        "--domain-key",
+        default=None,
+        help="obs column of the reference's batches (e.g. 'batch' for panc8): multi-domain training "
+        "on the tasks whose reference has it",
+    )
     p.add_argument("--csv", default=None)
     args = p.parse_args()
     df = run(args)
     print("\n=== all tasks ===")
     print(df.to_string(index=False))
     print("\n=== mean over tasks ===")
-    cols = [c for c in ("acc", "macro_f1", "rej_seen", "rej_unseen", "auroc_unseen", "rej_seen_dist",
-                        "rej_unseen_dist", "rej_seen_conf", "rej_unseen_conf", "seconds") if c in df]
+    cols = [
+        c
+        for c in (
+            "acc",
+            "macro_f1",
+            "rej_seen",
+            "rej_unseen",
+            "auroc_unseen",
+            "rej_seen_dist",
+            "rej_unseen_dist",
+            "rej_seen_conf",
+            "rej_unseen_conf",
+            "seconds",
+        )
+        if c in df
+    ]
     print(df.groupby("tool")[cols].mean().to_string())
     if args.csv:
         df.to_csv(args.csv, index=False)

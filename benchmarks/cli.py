@@ -7,6 +7,7 @@
 The only module that imports the harness, the report and the scale run together;
 none of those three imports this one.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,20 @@ def run(argv: list) -> int:
     t0 = time.perf_counter()
     df = run_suite(args)
     md = args.results_md or (args.out / "RESULTS.md")
-    info = {"started": started, "wall_min": (time.perf_counter() - t0) / 60, "load_start": load0,
-            "load_end": os.getloadavg(), "quick": args.quick, "task_set": args.task_set, "threads": args.threads,
-            "seed": args.seed, "timeout": args.timeout, "argv": " ".join(argv), "data": str(args.data), "fork": args.fork}
+    info = {
+        "started": started,
+        "wall_min": (time.perf_counter() - t0) / 60,
+        "load_start": load0,
+        "load_end": os.getloadavg(),
+        "quick": args.quick,
+        "task_set": args.task_set,
+        "threads": args.threads,
+        "seed": args.seed,
+        "timeout": args.timeout,
+        "argv": " ".join(argv),
+        "data": str(args.data),
+        "fork": args.fork,
+    }
     (args.out / "run_info.json").write_text(json.dumps(info))
     write_report(df, args.out, md, run_info=info)
     print(f"[bench] wrote {args.out / 'results.csv'} and {md}")

@@ -16,6 +16,7 @@ A failure of one method is reported in its row and the others still run; the exi
 row failed. ``--device cpu`` runs the whole script without a GPU (a dry run of the script itself).
 Made for ``scripts/gpu_check.sh``; see benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,11 +100,17 @@ def methods(ref, query, both):
         ("jind", lambda dev: new("jind", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
         ("itclust", lambda dev: new("itclust", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
         ("cicl", lambda dev: new("cicl", dev, n_clusters=k_both).fit(both), lambda m: m.predict(both), both),
-        ("nmf_transfer", lambda dev: new("nmf_transfer", dev).fit(ref, labels_key=LABELS),
-         lambda m: m.predict(query, n_clusters=k_query), query),
+        (
+            "nmf_transfer",
+            lambda dev: new("nmf_transfer", dev).fit(ref, labels_key=LABELS),
+            lambda m: m.predict(query, n_clusters=k_query),
+            query,
+        ),
     ]
-    return [(name, get_method(name).kind, fit, predict, get_method(name).estimator, target)
-            for name, fit, predict, target in specs]
+    return [
+        (name, get_method(name).kind, fit, predict, get_method(name).estimator, target)
+        for name, fit, predict, target in specs
+    ]
 
 
 def warm_up(device: str) -> None:
@@ -159,10 +166,19 @@ def check_one(name, kind, fit, predict, cls, target, device) -> dict:
     return row
 
 
-COLUMNS = {"method": "method", "status": "status", "tensors_on": "tensors on", "cpu_score": "CPU acc/ARI",
-           "gpu_score": "GPU acc/ARI", "agreement": "CPU~GPU",
-           "reload_same": "GPU model reloaded on CPU: same labels", "cpu_s": "CPU s", "gpu_s": "GPU s",
-           "gpu_peak_mb": "GPU peak MB", "error": "error"}
+COLUMNS = {
+    "method": "method",
+    "status": "status",
+    "tensors_on": "tensors on",
+    "cpu_score": "CPU acc/ARI",
+    "gpu_score": "GPU acc/ARI",
+    "agreement": "CPU~GPU",
+    "reload_same": "GPU model reloaded on CPU: same labels",
+    "cpu_s": "CPU s",
+    "gpu_s": "GPU s",
+    "gpu_peak_mb": "GPU peak MB",
+    "error": "error",
+}
 
 
 def table(rows: list[dict]) -> str:
@@ -198,12 +214,19 @@ def main(argv=None) -> int:
             continue
         row = check_one(*spec, device=a.device)
         rows.append(row)
-        print(f"[device_check] {row['method']:13s} {row['status']:6s} "
-              f"{' '.join(f'{k}={v:.3f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items() if k not in ('method', 'status', 'kind'))}",
-              flush=True)
+        print(
+            f"[device_check] {row['method']:13s} {row['status']:6s}  ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()
+                if k not in ("method", "status", "kind")
+            ),
+            flush=True,
+        )
     name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "CPU (dry run)"
-    head = (f"Device check: {name}; torch {torch.__version__}; pybridge {pybridge.__version__}; "
-            f"numpy {np.__version__}; panc8_small ({ref.n_obs} reference / {query.n_obs} query cells), seed 0.")
+    head = (
+        f"Device check: {name}; torch {torch.__version__}; pybridge {pybridge.__version__}; "
+        f"numpy {np.__version__}; panc8_small ({ref.n_obs} reference / {query.n_obs} query cells), seed 0."
+    )
     md = head + "\n\n" + table(rows) + "\n"
     print(md)
     if a.out:

@@ -1,4 +1,5 @@
 """The machine and package versions a results page states, and whether other work shared the cores."""
+
 from __future__ import annotations
 
 import os
@@ -50,17 +51,30 @@ def versions() -> dict:
     v["scvi-tools"] = "not installed"
     if py:
         try:
-            r = subprocess.run([py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), "
-                                "v('torch'))"], capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                [py, "-c", "from importlib.metadata import version as v; print(v('scvi-tools'), v('torch'))"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         except (OSError, subprocess.SubprocessError):
             r = None
         if r is not None and r.returncode == 0:
             sv, tv = r.stdout.split()
             v["scvi-tools"] = f"{sv} (separate env, torch {tv})" if py != sys.executable else sv
     try:
-        r = subprocess.run(["Rscript", "-e", "cat(R.version$major, '.', R.version$minor, sep=''); cat(' ');"
-                            "for (p in c('Seurat','SingleR')) cat(tryCatch(as.character(packageVersion(p)),"
-                            "error=function(e) 'not-installed'), '')"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [
+                "Rscript",
+                "-e",
+                "cat(R.version$major, '.', R.version$minor, sep=''); cat(' ');"
+                "for (p in c('Seurat','SingleR')) cat(tryCatch(as.character(packageVersion(p)),"
+                "error=function(e) 'not-installed'), '')",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         parts = r.stdout.split()
         v["R"], v["Seurat"], v["SingleR"] = (parts + ["?"] * 3)[:3]
     except (OSError, subprocess.SubprocessError):

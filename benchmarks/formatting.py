@@ -1,4 +1,5 @@
 """Number and Markdown-table formatting shared by the results page, the scale page and the device check."""
+
 from __future__ import annotations
 
 import numpy as np

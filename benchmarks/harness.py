@@ -17,6 +17,7 @@ starts at its parent's RSS, so forking R from the harness would inflate it).
 ``out of memory``; a tool that is not installed gets one ``not installed`` row per
 table, not an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,14 @@ class Zygote:
 
     def __init__(self, python: str, modules: tuple, env: dict, log: Path):
         self.log = open(log, "a")
-        self.proc = subprocess.Popen([python, "-m", "benchmarks.zygote", *modules], cwd=ROOT, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [python, "-m", "benchmarks.zygote", *modules],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+        )
         self._buf = b""
         if self._line(block=True) is None:
             self.close()
@@ -115,8 +122,9 @@ def _tree_rss_mb(pid: int) -> float:
         return 0.0
 
 
-def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float | None,
-         zygote: Zygote | None = None) -> dict:
+def call(
+    cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float | None, zygote: Zygote | None = None
+) -> dict:
     """Run ``cmd`` (with a zygote: fork its worker there); return status, wall time, peak RSS (MB), return code."""
     t0 = time.perf_counter()
     fh = None
@@ -125,12 +133,12 @@ def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float
         poll = zygote.poll
     else:
         fh = open(log, "w")
-        pid = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                               start_new_session=True).pid
+        pid = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True).pid
 
         def poll(block: bool = False):
             got, st, ru = os.wait4(pid, 0 if block else os.WNOHANG)
             return (os.waitstatus_to_exitcode(st), ru.ru_maxrss) if got == pid else None
+
     peak, status = 0.0, None
     try:
         while True:
@@ -176,8 +184,13 @@ def call(cmd: list, *, env: dict, log: Path, timeout: float, mem_limit_mb: float
 
 def env_for(threads: int) -> dict:
     env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS"):
+    for k in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    ):
         env[k] = str(threads)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONWARNINGS"] = "ignore"
@@ -187,15 +200,35 @@ def env_for(threads: int) -> dict:
 
 def command(tool: Tool, task_dir: Path, out_dir: Path, opts: dict, args, device: str) -> list:
     if tool.runner == "r":
-        return ["Rscript", str(ROOT / "benchmarks" / "peers_r.R"), tool.name, str(task_dir), str(out_dir),
-                str(args.seed)]
+        return [
+            "Rscript",
+            str(ROOT / "benchmarks" / "peers_r.R"),
+            tool.name,
+            str(task_dir),
+            str(out_dir),
+            str(args.seed),
+        ]
     py = sys.executable
     if tool.runner == "scvi":
         from .peers import scvi_python
 
         py = scvi_python() or py
-    return [py, "-m", "benchmarks.worker", tool.name, str(task_dir), str(out_dir), "--opts", json.dumps(opts),
-            "--seed", str(args.seed), "--device", device, "--threads", str(args.threads)]
+    return [
+        py,
+        "-m",
+        "benchmarks.worker",
+        tool.name,
+        str(task_dir),
+        str(out_dir),
+        "--opts",
+        json.dumps(opts),
+        "--seed",
+        str(args.seed),
+        "--device",
+        device,
+        "--threads",
+        str(args.threads),
+    ]
 
 
 _ZYGOTES: dict = {}
@@ -241,23 +274,41 @@ def error_text(run_dir: Path) -> str:
     for name in ("error.txt", "log.txt"):
         f = run_dir / name
         if f.exists():
-            lines = [l for l in f.read_text(errors="replace").strip().splitlines() if l.strip()]
+            lines = [ln for ln in f.read_text(errors="replace").strip().splitlines() if ln.strip()]
             if lines:
                 return (lines[0] if name == "error.txt" else lines[-1])[:300]
     return ""
 
 
-def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_name: str = "CPU",
-            extra_opts: dict | None = None, run_root: Path | None = None) -> tuple[dict, pd.DataFrame | None]:
+def run_one(
+    tool: Tool,
+    prep: T.Prepared,
+    args,
+    *,
+    device: str = "cpu",
+    device_name: str = "CPU",
+    extra_opts: dict | None = None,
+    run_root: Path | None = None,
+) -> tuple[dict, pd.DataFrame | None]:
     """Run and score one (tool, task); returns the CSV row and the reliability bins (or None)."""
     opts = dict(tool.quick if args.quick else tool.full)
     if tool.needs_k:
         opts["n_clusters"] = prep.n_types
     opts.update(extra_opts or {})
     run_dir = (run_root or args.out / "runs") / T.safe(prep.name) / (tool.name + ("" if device == "cpu" else "__gpu"))
-    row = {"task": prep.name, "kind": prep.kind, "tool": tool.name, "tool_label": tool.display, "group": tool.group,
-           "device": device_name, "n_ref": prep.n_ref, "n_query": prep.n_query, "n_genes": prep.n_genes,
-           "true_k": prep.n_types, "opts": json.dumps(opts, sort_keys=True)}
+    row = {
+        "task": prep.name,
+        "kind": prep.kind,
+        "tool": tool.name,
+        "tool_label": tool.display,
+        "group": tool.group,
+        "device": device_name,
+        "n_ref": prep.n_ref,
+        "n_query": prep.n_query,
+        "n_genes": prep.n_genes,
+        "true_k": prep.n_types,
+        "opts": json.dumps(opts, sort_keys=True),
+    }
     done = run_dir / "row.json"
     if args.resume and done.exists():
         old = json.loads(done.read_text())
@@ -268,8 +319,9 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
     for f in ("pred.csv", "meta.json", "error.txt"):
         (run_dir / f).unlink(missing_ok=True)
     cmd = command(tool, prep.dir, run_dir, opts, args, device)
-    kw = dict(env=env_for(args.threads), log=run_dir / "log.txt", timeout=args.timeout,
-              mem_limit_mb=args.mem_limit_gb * 1024)
+    kw = dict(
+        env=env_for(args.threads), log=run_dir / "log.txt", timeout=args.timeout, mem_limit_mb=args.mem_limit_gb * 1024
+    )
     zygote = zygote_for(tool, cmd, args)
     try:
         res = call(cmd, zygote=zygote, **kw)
@@ -291,8 +343,12 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
         if meta.get("device_name"):
             row["device"] = meta["device_name"]
             row["gpu_peak_mb"] = meta.get("gpu_peak_mb")
-        pred = pd.read_csv(run_dir / "pred.csv", dtype={"label": str, "raw_label": str, "cluster": str},
-                           keep_default_na=False, na_values={"confidence": ["NA", ""], "score": ["NA", ""]})
+        pred = pd.read_csv(
+            run_dir / "pred.csv",
+            dtype={"label": str, "raw_label": str, "cluster": str},
+            keep_default_na=False,
+            na_values={"confidence": ["NA", ""], "score": ["NA", ""]},
+        )
         if prep.kind == "transfer" and "raw_label" in pred:
             row.update(annotation_scores(pred, prep.truth, prep.ref_classes))
             seen = np.isin(prep.truth, prep.ref_classes)
@@ -313,8 +369,15 @@ def run_one(tool: Tool, prep: T.Prepared, args, *, device: str = "cpu", device_n
 
 # ---------------------------------------------------------------- suite
 def gpu_name() -> str | None:
-    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.get_device_name(0) "
-                        "if torch.cuda.is_available() else '')"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')",
+        ],
+        capture_output=True,
+        text=True,
+    )
     name = r.stdout.strip()
     return name or None
 
@@ -363,14 +426,24 @@ def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> No
     prep_root = args.out / "prepared"
     for name in task_names:
         kind = "transfer" if name in T.TRANSFER_TASKS else "clustering"
-        prep = (T.prepare_transfer(name, args.data, prep_root) if kind == "transfer"
-                else T.prepare_clustering(name, args.data, prep_root))
+        prep = (
+            T.prepare_transfer(name, args.data, prep_root)
+            if kind == "transfer"
+            else T.prepare_clustering(name, args.data, prep_root)
+        )
         for tool in tools:
             if not tool_applies(tool, kind):
                 continue
             if tool.name in missing:
-                row = {"task": name, "kind": kind, "tool": tool.name, "tool_label": tool.display,
-                       "group": tool.group, "device": "", "status": missing[tool.name]}
+                row = {
+                    "task": name,
+                    "kind": kind,
+                    "tool": tool.name,
+                    "tool_label": tool.display,
+                    "group": tool.group,
+                    "device": "",
+                    "status": missing[tool.name],
+                }
                 d = args.out / "runs" / T.safe(name) / tool.name
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "row.json").write_text(json.dumps(row))
@@ -384,10 +457,16 @@ def _run_tasks(args, task_names, tools, missing, gpu, rows, rels, t_start) -> No
                 rows.append(row)
                 if rel is not None and dev == "cpu":
                     rels.append(rel)
-                msg = " ".join(f"{k}={row[k]:.3f}" for k in ("acc", "macro_f1", "ari", "seconds", "peak_rss_mb")
-                               if isinstance(row.get(k), float))
-                print(f"[bench] {name:28s} {tool.name:22s} {dev:4s} {row['status']:10s} {msg} "
-                      f"(elapsed {time.perf_counter() - t_start:.0f}s)", flush=True)
+                msg = " ".join(
+                    f"{k}={row[k]:.3f}"
+                    for k in ("acc", "macro_f1", "ari", "seconds", "peak_rss_mb")
+                    if isinstance(row.get(k), float)
+                )
+                print(
+                    f"[bench] {name:28s} {tool.name:22s} {dev:4s} {row['status']:10s} {msg} "
+                    f"(elapsed {time.perf_counter() - t_start:.0f}s)",
+                    flush=True,
+                )
                 pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
 
 
@@ -405,8 +484,9 @@ def collect(out: Path, rows: list, rels: list, merge: bool) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     order = {n: i for i, n in enumerate(T.TRANSFER_TASKS + T.CLUSTERING_SETS)}
     torder = {n: i for i, n in enumerate(TOOLS)}
-    df = df.sort_values(by=["task", "tool"], key=lambda c: c.map(order if c.name == "task" else torder).fillna(999),
-                        kind="stable").reset_index(drop=True)
+    df = df.sort_values(
+        by=["task", "tool"], key=lambda c: c.map(order if c.name == "task" else torder).fillna(999), kind="stable"
+    ).reset_index(drop=True)
     df.to_csv(out / "results.csv", index=False)
     if rels:
         pd.concat(rels).to_csv(out / "reliability.csv", index=False)
@@ -417,34 +497,54 @@ def collect(out: Path, rows: list, rels: list, merge: bool) -> pd.DataFrame:
 
 def parse_args(argv: list) -> argparse.Namespace:
     """The main run's options, with the output and data folders resolved."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks",
-                                description="pybridge vs peers on the reference->query tasks and clustering sets. "
-                                            "Subcommands: 'scale' (simulated timing run), 'report' (rewrite the page "
-                                            "from an existing results.csv).")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="pybridge vs peers on the reference->query tasks and clustering sets. "
+        "Subcommands: 'scale' (simulated timing run), 'report' (rewrite the page "
+        "from an existing results.csv).",
+    )
     p.add_argument("--quick", action="store_true", help="one small task and one clustering set, few epochs (smoke run)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the .h5ad files (default ../shared/data)")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with the .h5ad files (default ../shared/data)"
+    )
     p.add_argument("--tools", default=None, help=f"comma-separated subset of: {', '.join(TOOLS)}")
-    p.add_argument("--task-set", choices=sorted(T.TASK_SETS), default="dev",
-                   help="'dev': the 9 reference -> query tasks and 7 clustering sets (default); 'validation': six "
-                        "held-out reference -> query tasks no setting was chosen on (write it to another --out)")
+    p.add_argument(
+        "--task-set",
+        choices=sorted(T.TASK_SETS),
+        default="dev",
+        help="'dev': the 9 reference -> query tasks and 7 clustering sets (default); 'validation': six "
+        "held-out reference -> query tasks no setting was chosen on (write it to another --out)",
+    )
     p.add_argument("--tasks", default=None, help="comma-separated task / clustering-set names")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder for results.csv, runs/, plots/ and RESULTS.md "
-                        "(default benchmarks/out; --quick: benchmarks/out/quick)")
-    p.add_argument("--results-md", type=Path, default=None,
-                   help="where to write the Markdown page (default <out>/RESULTS.md)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for results.csv, runs/, plots/ and RESULTS.md "
+        "(default benchmarks/out; --quick: benchmarks/out/quick)",
+    )
+    p.add_argument(
+        "--results-md", type=Path, default=None, help="where to write the Markdown page (default <out>/RESULTS.md)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="threads per tool call (BLAS/OpenMP/torch)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds per tool call")
     p.add_argument("--mem-limit-gb", type=float, default=16, help="kill a call whose process tree exceeds this")
     p.add_argument("--resume", action="store_true", help="reuse finished (tool, task) runs found in <out>/runs")
     p.add_argument("--no-gpu", action="store_true", help="do not add GPU runs even when CUDA is available")
-    p.add_argument("--gpu-only", action="store_true",
-                   help="run only the pybridge methods' GPU rows (on a GPU machine; copy its runs/*/*__gpu folders "
-                        "into the CPU run's <out>/runs and rewrite the page with 'python -m benchmarks report')")
-    p.add_argument("--no-fork", dest="fork", action="store_false",
-                   help="start every Python tool call as a fresh interpreter (default: fork it from a process that "
-                        "has already imported the tool's packages; saves about 4 s of start-up per call)")
+    p.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="run only the pybridge methods' GPU rows (on a GPU machine; copy its runs/*/*__gpu folders "
+        "into the CPU run's <out>/runs and rewrite the page with 'python -m benchmarks report')",
+    )
+    p.add_argument(
+        "--no-fork",
+        dest="fork",
+        action="store_false",
+        help="start every Python tool call as a fresh interpreter (default: fork it from a process that "
+        "has already imported the tool's packages; saves about 4 s of start-up per call)",
+    )
     args = p.parse_args(argv)
     if args.out is None:
         args.out = ROOT / "benchmarks" / "out" / ("quick" if args.quick else "full")

@@ -14,6 +14,7 @@ current code (old models must still load) and compares the saved files (weights
 byte for byte, metadata apart from timings and the package version).
 Exit status 1 when anything differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,9 @@ def outputs(adata, key: str) -> dict[str, np.ndarray]:
     out = {}
     for col in adata.obs.columns:
         if col == key or col.startswith(key + "_") or col.startswith(key + "."):
-            out[f"obs/{col}"] = np.asarray(adata.obs[col].astype(str) if adata.obs[col].dtype.name == "category"
-                                           else adata.obs[col])
+            out[f"obs/{col}"] = np.asarray(
+                adata.obs[col].astype(str) if adata.obs[col].dtype.name == "category" else adata.obs[col]
+            )
     for name in adata.obsm:
         if key in name:
             out[f"obsm/{name}"] = np.asarray(adata.obsm[name])
@@ -67,8 +69,13 @@ def outputs(adata, key: str) -> dict[str, np.ndarray]:
 def fit_model(method: str, ref, query):
     import pybridge
 
-    cls = {"scnym": pybridge.ScNym, "jind": pybridge.JIND, "itclust": pybridge.ItClust,
-           "cicl": pybridge.CICL, "nmf_transfer": pybridge.NMFTransfer}[method]
+    cls = {
+        "scnym": pybridge.ScNym,
+        "jind": pybridge.JIND,
+        "itclust": pybridge.ItClust,
+        "cicl": pybridge.CICL,
+        "nmf_transfer": pybridge.NMFTransfer,
+    }[method]
     est = cls(seed=0, device="cpu", verbose=False)
     if method in ("scnym", "jind", "itclust"):
         return est.fit(ref, labels_key="cell_type", query=query)
@@ -80,8 +87,13 @@ def fit_model(method: str, ref, query):
 def load_model(method: str, path):
     import pybridge
 
-    cls = {"scnym": pybridge.ScNym, "jind": pybridge.JIND, "itclust": pybridge.ItClust,
-           "cicl": pybridge.CICL, "nmf_transfer": pybridge.NMFTransfer}[method]
+    cls = {
+        "scnym": pybridge.ScNym,
+        "jind": pybridge.JIND,
+        "itclust": pybridge.ItClust,
+        "cicl": pybridge.CICL,
+        "nmf_transfer": pybridge.NMFTransfer,
+    }[method]
     return cls.load(path, device="cpu", verbose=False)
 
 
@@ -93,7 +105,9 @@ def model_outputs(model, query) -> dict[str, np.ndarray]:
 def _strip(doc):
     """Model metadata without what legitimately changes between runs (timings, package version)."""
     if isinstance(doc, dict):
-        return {k: _strip(v) for k, v in doc.items() if k not in ("timings", "pybridge_version") and not k.endswith("_s")}
+        return {
+            k: _strip(v) for k, v in doc.items() if k not in ("timings", "pybridge_version") and not k.endswith("_s")
+        }
     if isinstance(doc, list):
         return [_strip(v) for v in doc]
     return doc

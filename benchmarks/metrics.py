@@ -14,6 +14,7 @@ Annotation (on query cells whose type is in the reference, "seen"):
                   has no probability-like confidence).
 Clustering (all query cells): ari, nmi (arithmetic), k_found.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,15 @@ def reliability(confidence, correct, n_bins: int = N_BINS) -> pd.DataFrame:
     m = np.isfinite(c)
     c, ok = np.clip(c[m], 0, 1), ok[m]
     bins = np.minimum((c * n_bins).astype(int), n_bins - 1)
-    rows = [{"bin": b, "n": int((bins == b).sum()), "correct": float(ok[bins == b].sum()),
-             "conf_sum": float(c[bins == b].sum())} for b in range(n_bins)]
+    rows = [
+        {
+            "bin": b,
+            "n": int((bins == b).sum()),
+            "correct": float(ok[bins == b].sum()),
+            "conf_sum": float(c[bins == b].sum()),
+        }
+        for b in range(n_bins)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -72,5 +80,8 @@ def annotation_scores(pred: pd.DataFrame, truth, ref_classes) -> dict:
 def clustering_scores(labels, truth) -> dict:
     labels = np.asarray(labels, dtype=str)
     truth = np.asarray(truth, dtype=str)
-    return {"ari": float(adjusted_rand_score(truth, labels)), "nmi": float(normalized_mutual_info_score(truth, labels)),
-            "k_found": int(len(set(labels)))}
+    return {
+        "ari": float(adjusted_rand_score(truth, labels)),
+        "nmi": float(normalized_mutual_info_score(truth, labels)),
+        "k_found": int(len(set(labels))),
+    }

@@ -32,6 +32,7 @@ Clustering peers (query alone, true K known):
   steps on [0.01, 5]; the reached K and resolution are recorded). The true K is
   an advantage a real user does not have.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -135,8 +136,9 @@ def run_celltypist(ref, query, opts, seed, threads):
     conf = P.max(1)
     rejected = conf < 0.5
     lab = np.where(rejected, UNASSIGNED, raw)
-    out = pd.DataFrame({"label": lab, "raw_label": raw, "confidence": conf, "score": conf,
-                        "rejected": rejected.astype(int)})
+    out = pd.DataFrame(
+        {"label": lab, "raw_label": raw, "confidence": conf, "score": conf, "rejected": rejected.astype(int)}
+    )
     return out, secs, {}
 
 
@@ -175,12 +177,18 @@ def run_scanvi(ref, query, opts, seed, threads):
     X.data = np.round(X.data)  # scVI's likelihood needs counts (panc8 holds non-integer values)
     X.eliminate_zeros()
     labels = np.concatenate([ref.obs["cell_type"].astype(str).to_numpy(), np.full(Xq.shape[0], "Unknown")])
-    obs = pd.DataFrame({"batch": ["ref"] * Xr.shape[0] + ["query"] * Xq.shape[0], "label": labels},
-                       index=[f"r{i}" for i in range(Xr.shape[0])] + [f"q{i}" for i in range(Xq.shape[0])])
+    obs = pd.DataFrame(
+        {"batch": ["ref"] * Xr.shape[0] + ["query"] * Xq.shape[0], "label": labels},
+        index=[f"r{i}" for i in range(Xr.shape[0])] + [f"q{i}" for i in range(Xq.shape[0])],
+    )
     a = ad.AnnData(X, obs=obs)
     scvi.model.SCVI.setup_anndata(a, batch_key="batch")
     vae = scvi.model.SCVI(a, n_layers=2, n_latent=30)
-    kw = dict(accelerator="cpu", enable_progress_bar=False) if not torch.cuda.is_available() else dict(enable_progress_bar=False)
+    kw = (
+        dict(accelerator="cpu", enable_progress_bar=False)
+        if not torch.cuda.is_available()
+        else dict(enable_progress_bar=False)
+    )
     vae.train(max_epochs=scvi_epochs, **kw)
     lvae = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="Unknown", labels_key="label")
     lvae.train(max_epochs=scanvi_epochs, n_samples_per_label=100, **kw)
@@ -191,9 +199,16 @@ def run_scanvi(ref, query, opts, seed, threads):
     raw = classes[Pm.argmax(1)]
     conf = Pm.max(1)
     out = pd.DataFrame({"label": raw, "raw_label": raw, "confidence": conf, "score": conf, "rejected": 0})
-    return out, secs, {"scvi_epochs": _trained_epochs(vae, scvi_epochs),
-                       "scanvi_epochs": _trained_epochs(lvae, scanvi_epochs), "n_hvg": int(len(keep)),
-                       "scvi_version": scvi.__version__}
+    return (
+        out,
+        secs,
+        {
+            "scvi_epochs": _trained_epochs(vae, scvi_epochs),
+            "scanvi_epochs": _trained_epochs(lvae, scanvi_epochs),
+            "n_hvg": int(len(keep)),
+            "scvi_version": scvi.__version__,
+        },
+    )
 
 
 # ---------------------------------------------------------------- clustering peers
@@ -201,8 +216,11 @@ def _pcs(query, seed, n_hvg=2000, n_pcs=50):
     import anndata as ad
     import scanpy as sc
 
-    b = ad.AnnData(_csr(query), obs=pd.DataFrame(index=query.obs_names.astype(str)),
-                   var=pd.DataFrame(index=query.var_names.astype(str)))
+    b = ad.AnnData(
+        _csr(query),
+        obs=pd.DataFrame(index=query.obs_names.astype(str)),
+        var=pd.DataFrame(index=query.var_names.astype(str)),
+    )
     sc.pp.filter_genes(b, min_cells=1)
     sc.pp.normalize_total(b, target_sum=1e4)
     sc.pp.log1p(b)
@@ -229,8 +247,9 @@ def leiden_bisect(b, k: int, seed: int, lo: float = 0.01, hi: float = 5.0, steps
     import scanpy as sc
 
     def at(res):
-        sc.tl.leiden(b, resolution=res, random_state=seed, flavor="igraph", n_iterations=2, directed=False,
-                     key_added="_l")
+        sc.tl.leiden(
+            b, resolution=res, random_state=seed, flavor="igraph", n_iterations=2, directed=False, key_added="_l"
+        )
         lab = b.obs["_l"].astype(str).to_numpy()
         return lab, len(set(lab))
 
@@ -311,15 +330,23 @@ def availability(tool: str) -> tuple[bool, str]:
         except (OSError, subprocess.SubprocessError) as err:
             return False, f"not installed ({py} cannot run: {type(err).__name__})"
         if r.returncode != 0:
-            return False, f"not installed ({py} cannot import scvi: {r.stderr.strip().splitlines()[-1][:120] if r.stderr.strip() else 'error'})"
+            return (
+                False,
+                f"not installed ({py} cannot import scvi: "
+                f"{r.stderr.strip().splitlines()[-1][:120] if r.stderr.strip() else 'error'})",
+            )
         return True, ""
     if tool in ("seurat", "singler"):
         if shutil.which("Rscript") is None:
             return False, "not installed (no Rscript)"
         pkg = {"seurat": "Seurat", "singler": "SingleR"}[tool]
         try:
-            r = subprocess.run(["Rscript", "-e", f"cat(as.character(packageVersion('{pkg}')))"],
-                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run(
+                ["Rscript", "-e", f"cat(as.character(packageVersion('{pkg}')))"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         except (OSError, subprocess.SubprocessError) as err:
             return False, f"not installed (Rscript failed: {type(err).__name__})"
         if r.returncode != 0:

@@ -9,6 +9,7 @@ and the machine description from :mod:`benchmarks.environment`; this module
 imports the harness only in :func:`main` (to collect a run's rows) and never the
 other way round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,26 @@ from .environment import machine, versions, was_loaded  # noqa: F401 (machine, v
 from .formatting import fmt, md_table
 from .tools import TOOLS, TRANSFER_CLUSTERERS, label_of, tool_applies, tool_order
 
+_MERGE_REASON = "run side by side to finish more of the suite on the loaded machine"
+
 ROOT = Path(__file__).resolve().parents[1]
 TIE = 0.005  # differences in accuracy / ARI below this count as ties
 #: metric columns every table may show: added as NaN where a run has none
-METRIC_COLUMNS = ("acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari", "nmi",
-                  "seconds", "wall_s", "peak_rss_mb", "k_found")
+METRIC_COLUMNS = (
+    "acc",
+    "macro_f1",
+    "acc_kept",
+    "rej_seen",
+    "rej_unseen",
+    "auroc_unseen",
+    "ece",
+    "ari",
+    "nmi",
+    "seconds",
+    "wall_s",
+    "peak_rss_mb",
+    "k_found",
+)
 
 
 # ---------------------------------------------------------------- tables
@@ -62,21 +78,39 @@ def wins(d: pd.DataFrame, metric: str, ours: list, peers: list) -> pd.DataFrame:
             if both.empty:
                 continue
             diff = both[a] - both[b]
-            rows.append({"pybridge": label_of(a), "peer": label_of(b), "tasks": len(both),
-                         "mean_diff": diff.mean(), "wins": int((diff > TIE).sum()), "losses": int((diff < -TIE).sum()),
-                         "ties": int((diff.abs() <= TIE).sum()), "max_gain": diff.max(), "max_loss": diff.min()})
+            rows.append(
+                {
+                    "pybridge": label_of(a),
+                    "peer": label_of(b),
+                    "tasks": len(both),
+                    "mean_diff": diff.mean(),
+                    "wins": int((diff > TIE).sum()),
+                    "losses": int((diff < -TIE).sum()),
+                    "ties": int((diff.abs() <= TIE).sum()),
+                    "max_gain": diff.max(),
+                    "max_loss": diff.min(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- plots
+
 
 def _grouped_bars(ax, piv, tools, cmap, *, rotation, fontsize):
     """One bar per tool in each task's group (``piv``: tasks x tools); pybridge's bars are outlined."""
     w = 0.8 / max(1, len(tools))
     x = np.arange(len(piv.index))
     for i, t in enumerate(tools):
-        ax.bar(x + (i - (len(tools) - 1) / 2) * w, piv[t].to_numpy(), w, label=label_of(t), color=cmap(i % 10),
-               edgecolor="black" if t.startswith("pybridge") else "none", linewidth=0.6)
+        ax.bar(
+            x + (i - (len(tools) - 1) / 2) * w,
+            piv[t].to_numpy(),
+            w,
+            label=label_of(t),
+            color=cmap(i % 10),
+            edgecolor="black" if t.startswith("pybridge") else "none",
+            linewidth=0.6,
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(list(piv.index), rotation=rotation, ha="right", fontsize=fontsize)
 
@@ -111,9 +145,16 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         m = means(a, ["acc", "seconds"])
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for i, r in m.iterrows():
-            ax.scatter(r["seconds"], r["acc"], s=50, color=cmap(i % 10),
-                       edgecolor="black" if r["tool"].startswith("pybridge") else "none")
-            ax.annotate(r["tool_label"], (r["seconds"], r["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.scatter(
+                r["seconds"],
+                r["acc"],
+                s=50,
+                color=cmap(i % 10),
+                edgecolor="black" if r["tool"].startswith("pybridge") else "none",
+            )
+            ax.annotate(
+                r["tool_label"], (r["seconds"], r["acc"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
         ax.set_xscale("log")
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -136,8 +177,15 @@ def plots(df: pd.DataFrame, rel: pd.DataFrame | None, plot_dir: Path) -> dict:
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
         for i, t in enumerate(tools):
             s = g[(g["tool"] == t) & (g["n"] >= 10)]
-            ax.plot(s["conf_sum"] / s["n"], s["correct"] / s["n"], marker="o", ms=3, color=cmap(i % 10),
-                    label=label_of(t), lw=1.8 if t.startswith("pybridge") else 1.0)
+            ax.plot(
+                s["conf_sum"] / s["n"],
+                s["correct"] / s["n"],
+                marker="o",
+                ms=3,
+                color=cmap(i % 10),
+                label=label_of(t),
+                lw=1.8 if t.startswith("pybridge") else 1.0,
+            )
         ax.set_xlabel("confidence (bin mean)")
         ax.set_ylabel("accuracy in bin")
         ax.set_title("Reliability, pooled over annotation tasks\n(10 bins; bins with >= 10 cells)", fontsize=10)
@@ -177,27 +225,28 @@ def r_overhead_section() -> list:
     r = subprocess.run(["git", "log", "-1", "--format=%cs %h", "--", str(f)], cwd=ROOT, capture_output=True, text=True)
     when = r.stdout.strip() or "uncommitted"
     text = f.read_text().splitlines()
-    lines = [f"Not re-run by this command: cited from `benchmarks/results_r_overhead.md` (commit {when}; "
-             "`benchmarks/bench_r_overhead.py`, scNym 2 epochs, 10,000-cell simulated query, 5,000-cell reference; "
-             "the machine's load is stated on that page). The R call end to end against the Python call, and the "
-             "bridge alone (R object -> Python -> result written back, no model):", ""]
+    lines = [
+        f"Not re-run by this command: cited from `benchmarks/results_r_overhead.md` (commit {when}; "
+        "`benchmarks/bench_r_overhead.py`, scNym 2 epochs, 10,000-cell simulated query, 5,000-cell reference; "
+        "the machine's load is stated on that page). The R call end to end against the Python call, and the "
+        "bridge alone (R object -> Python -> result written back, no model):",
+        "",
+    ]
 
     def table_after(prefix):
-        i = next((k for k, l in enumerate(text) if l.startswith(prefix)), None)
+        i = next((k for k, ln in enumerate(text) if ln.startswith(prefix)), None)
         if i is None:
             return ["(table not found in the file)"]
         tbl = []
-        for l in text[i + 1:]:
-            if l.startswith("|"):
-                tbl.append(l)
+        for ln in text[i + 1 :]:
+            if ln.startswith("|"):
+                tbl.append(ln)
             elif tbl:
                 break
         return tbl or ["(table not found in the file)"]
 
     lines += table_after("scNym, ") + [""] + table_after("The bridge alone")
     return lines
-
-
 
 
 def gpu_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -208,12 +257,18 @@ def gpu_rows(df: pd.DataFrame) -> pd.DataFrame:
 def title_section(task_set: str, quick) -> list:
     L = ["# pybridge benchmark: pybridge vs peer tools" + ("" if task_set == "dev" else f" ({task_set} tasks)"), ""]
     if task_set == "validation":
-        L += ["**Validation tasks** (`--task-set validation`): six reference -> query pairs from the same files as the "
-              "dev tasks (the reverse direction or another plate) on which no pybridge default or option was chosen. "
-              "They check that what wins on the dev tasks ([RESULTS.md](RESULTS.md)) is not fitted to them.", ""]
+        L += [
+            "**Validation tasks** (`--task-set validation`): six reference -> query pairs from the same files as the "
+            "dev tasks (the reverse direction or another plate) on which no pybridge default or option was chosen. "
+            "They check that what wins on the dev tasks ([RESULTS.md](RESULTS.md)) is not fitted to them.",
+            "",
+        ]
     if quick:
-        L += ["**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
-              "that every tool runs end to end; they are not results.", ""]
+        L += [
+            "**Quick smoke run** (`--quick`: one small task, one clustering set, a few epochs): the numbers only show "
+            "that every tool runs end to end; they are not results.",
+            "",
+        ]
     return L
 
 
@@ -222,73 +277,100 @@ def run_section(df: pd.DataFrame, run_info: dict) -> list:
     mach = machine()
     ver = versions()
     loads = [v[0] for v in (run_info.get("load_start"), run_info.get("load_end")) if v]
-    L = [f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; "
-         + (f"whole run {fmt(run_info['wall_min'], 1)} min; " if run_info.get("wall_min") is not None else "")
-         + f"command `python -m benchmarks {run_info.get('argv', '')}`",
-         *([f"- This page merges {len(run_info['commands'])} invocations into one `--out` folder "
-            f"({run_info.get('merge_reason', 'run side by side to finish more of the suite on the loaded machine')}), "
-            "then `python -m benchmarks report`: "
-            + "; ".join(f"`{c}`" for c in run_info["commands"])] if run_info.get("commands") else []),
-         f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
-         f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
-         f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
-         + (": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
-            "unaffected." if was_loaded(loads, mach["cores"]) else " (about what the run's own calls produce)."),
-         f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
-         f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s"
-         + ("; Python tools are forked from a process that has already imported the tool's packages (R tools are "
-            "exec'd from a small launcher)." if run_info.get("fork") else "; a fresh interpreter or R session per call."),
-         "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
-         f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
-         *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
-         ]
+    L = [
+        f"- Date: {run_info.get('started', time.strftime('%Y-%m-%d'))}; "
+        + (f"whole run {fmt(run_info['wall_min'], 1)} min; " if run_info.get("wall_min") is not None else "")
+        + f"command `python -m benchmarks {run_info.get('argv', '')}`",
+        *(
+            [
+                f"- This page merges {len(run_info['commands'])} invocations into one `--out` folder "
+                f"({run_info.get('merge_reason', _MERGE_REASON)}), "
+                "then `python -m benchmarks report`: " + "; ".join(f"`{c}`" for c in run_info["commands"])
+            ]
+            if run_info.get("commands")
+            else []
+        ),
+        f"- Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB RAM, {mach['os']}. "
+        f"Load average at start {fmt(run_info.get('load_start', [np.nan])[0], 1)}, at end "
+        f"{fmt(run_info.get('load_end', [np.nan])[0], 1)}"
+        + (
+            ": **the cores were shared with other jobs, so wall times are inflated and noisy**; accuracies are "
+            "unaffected."
+            if was_loaded(loads, mach["cores"])
+            else " (about what the run's own calls produce)."
+        ),
+        f"- Each tool call: its own process, {run_info.get('threads', '?')} threads (BLAS / OpenMP / torch), seed "
+        f"{run_info.get('seed', 0)}, timeout {fmt(run_info.get('timeout'), 0)} s"
+        + (
+            "; Python tools are forked from a process that has already imported the tool's packages (R tools are "
+            "exec'd from a small launcher)."
+            if run_info.get("fork")
+            else "; a fresh interpreter or R session per call."
+        ),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
+        f"- Data: `{run_info.get('data', '../shared/data')}` (see its README.md for sources).",
+        *([f"- Note: {run_info['note']}"] if run_info.get("note") else []),
+    ]
     gpu = gpu_rows(df)
     if gpu.empty:
-        L.append("- GPU: **no CUDA GPU was available on this machine, so there is no GPU column**; the harness adds "
-                 "one automatically (pybridge methods run a second time with `device='cuda'`) when "
-                 "`torch.cuda.is_available()`.")
+        L.append(
+            "- GPU: **no CUDA GPU was available on this machine, so there is no GPU column**; the harness adds "
+            "one automatically (pybridge methods run a second time with `device='cuda'`) when "
+            "`torch.cuda.is_available()`."
+        )
     else:
         L.append(f"- GPU: {gpu['device'].iloc[0]} (pybridge methods; the 'GPU s' columns).")
     return L
 
 
 def how_it_was_run_section(run_info: dict) -> list:
-    L = ["", "## How it was run", "",
-         "- Every tool gets the same matrices: per task the reference and query are cut to their shared genes once "
-         "(reference order), counts as stored (panc8's non-integer values unrounded; each tool normalises them its "
-         "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
-         "are excluded from accuracy / F1 and scored as 'unseen'.",
-         "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
-         "`reject=True` (in its default discovery mode: rejection by distance to the reference in the embedding; "
-         "training unchanged) so that it has a rejection rule, and once more as `discovery=False, "
-         "n_top_genes=2000` (the paper's main configuration, with per-class confidence thresholds, trained on the "
-         "genes among the 2000 most dispersed of the reference or of the query; the panc8 files hold 2000 genes, "
-         "so there it is that configuration on every gene); "
-         "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
-         "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
-         "clustering (ARI/NMI of its clusters).",
-         "- Peers: logistic regression on log1p(CPM) (no rejection); Seurat v4 `FindTransferAnchors` + `TransferData` "
-         "(reference PCA, 30 dims; confidence = prediction.score.max; no rejection); SingleR (classic markers on "
-         "log1p(1e4-normalised) data; rejection = its pruned labels; its scores are correlations, so no ECE; the "
-         "unseen-type AUROC uses the top-minus-median score); CellTypist trained on the reference (no hub model; "
-         "rejection = no class probability >= 0.5, CellTypist's 'prob match' rule); scANVI (scVI 50 + scANVI 20 "
-         "epochs, 2000 reference HVGs, capped for the CPU budget; no rejection).",
-         "- Clustering peers use scanpy (normalize 1e4, log1p, 2000 HVGs, scale, 50 PCs): KMeans with the true K, "
-         "and Leiden on the 15-NN graph with the **resolution bisected until it gives the true K** (reached K and "
-         "resolution in the CSV notes) - an advantage a user without labels does not have.",
-         "- Metrics: accuracy and macro-F1 of the label before rejection on shared types; `acc kept` = accuracy on "
-         "the shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
-         "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
-         "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
-         "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process ("
-         + ("reading and writing files; for R tools also R start-up and package loading; Python tools' imports "
-            "happen once per run, before the fork" if run_info.get("fork") else
-            "start-up, imports, reading files; R start-up and Seurat loading included")
-         + "); `MB` = peak RSS of the process (`ru_maxrss`"
-         + (", which counts the pages inherited at the fork, i.e. the tool's imported packages" if run_info.get("fork")
+    L = [
+        "",
+        "## How it was run",
+        "",
+        "- Every tool gets the same matrices: per task the reference and query are cut to their shared genes once "
+        "(reference order), counts as stored (panc8's non-integer values unrounded; each tool normalises them its "
+        "own way). Query labels are never passed to a tool. Types absent from the reference (the B cells of Zheng) "
+        "are excluded from accuracy / F1 and scored as 'unseen'.",
+        "- pybridge: `pybridge.api.compute_<method>` with defaults (early stopping on), except scNym with "
+        "`reject=True` (in its default discovery mode: rejection by distance to the reference in the embedding; "
+        "training unchanged) so that it has a rejection rule, and once more as `discovery=False, "
+        "n_top_genes=2000` (the paper's main configuration, with per-class confidence thresholds, trained on the "
+        "genes among the 2000 most dispersed of the reference or of the query; the panc8 files hold 2000 genes, "
+        "so there it is that configuration on every gene); "
+        "NMF transfer and CICL are given the true K. ItClust is scored twice: as an annotator (the cluster's mapped "
+        "source type; flagged clusters = rejected; confidence = the cell's soft assignment) and as a transfer "
+        "clustering (ARI/NMI of its clusters).",
+        "- Peers: logistic regression on log1p(CPM) (no rejection); Seurat v4 `FindTransferAnchors` + `TransferData` "
+        "(reference PCA, 30 dims; confidence = prediction.score.max; no rejection); SingleR (classic markers on "
+        "log1p(1e4-normalised) data; rejection = its pruned labels; its scores are correlations, so no ECE; the "
+        "unseen-type AUROC uses the top-minus-median score); CellTypist trained on the reference (no hub model; "
+        "rejection = no class probability >= 0.5, CellTypist's 'prob match' rule); scANVI (scVI 50 + scANVI 20 "
+        "epochs, 2000 reference HVGs, capped for the CPU budget; no rejection).",
+        "- Clustering peers use scanpy (normalize 1e4, log1p, 2000 HVGs, scale, 50 PCs): KMeans with the true K, "
+        "and Leiden on the 15-NN graph with the **resolution bisected until it gives the true K** (reached K and "
+        "resolution in the CSV notes) - an advantage a user without labels does not have.",
+        "- Metrics: accuracy and macro-F1 of the label before rejection on shared types; `acc kept` = accuracy on "
+        "the shared-type cells not rejected; `rej` = rejected fraction of shared-type cells; `rej unseen` = rejected "
+        "fraction of unseen-type cells; `AUROC unseen` = how well the tool's confidence separates unseen from seen "
+        "cells (threshold-free, so comparable for tools without rejection); ECE with 10 equal-width bins; ARI and "
+        "NMI (arithmetic) against the truth. `s` = the tool call alone; `wall` = the whole process ("
+        + (
+            "reading and writing files; for R tools also R start-up and package loading; Python tools' imports "
+            "happen once per run, before the fork"
+            if run_info.get("fork")
+            else "start-up, imports, reading files; R start-up and Seurat loading included"
+        )
+        + "); `MB` = peak RSS of the process (`ru_maxrss`"
+        + (
+            ", which counts the pages inherited at the fork, i.e. the tool's imported packages"
+            if run_info.get("fork")
             else ", which starts at the harness's own RSS at the fork before `exec`, so small tools show at least "
-                 "that floor") + ").",
-         ""]
+            "that floor"
+        )
+        + ").",
+        "",
+    ]
     return L
 
 
@@ -302,26 +384,34 @@ def annotation_section(df: pd.DataFrame) -> list:
     a = annotation_frame(df)
     if a.empty:
         return []
-    return (["## Headline: annotation (mean over reference -> query tasks)", ""] + _annotation_means(a)
-            + _annotation_wins(a) + _unseen_type(a))
+    return (
+        ["## Headline: annotation (mean over reference -> query tasks)", ""]
+        + _annotation_means(a)
+        + _annotation_wins(a)
+        + _unseen_type(a)
+    )
 
 
 def _annotation_means(a: pd.DataFrame) -> list:
     cols = ["acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"]
-    show = (["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s",
-             "peak_rss_mb"],
-            ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"])
+    show = (
+        ["tool_label", "tasks", "acc", "macro_f1", "acc_kept", "rej_seen", "ece", "seconds", "wall_s", "peak_rss_mb"],
+        ["tool", "tasks", "accuracy", "macro-F1", "acc kept", "rej", "ECE", "s", "wall s", "peak MB"],
+    )
     nd = {"seconds": 1, "wall_s": 1, "peak_rss_mb": 0}
     m = means(a, cols)
-    L = ["Each tool's mean over the tasks it finished (the `tasks` column):", "",
-         md_table(m, *show, nd=nd), ""]
+    L = ["Each tool's mean over the tasks it finished (the `tasks` column):", "", md_table(m, *show, nd=nd), ""]
     per_tool = a.groupby("tool")["task"].apply(set)
     common = set.intersection(*per_tool.tolist()) if len(per_tool) else set()
     if common and any(len(v) > len(common) for v in per_tool):
         mc = means(a[a["task"].isin(common)], cols)
-        L += [f"The same, over only the {len(common)} tasks every tool above finished "
-              f"({', '.join(t for t in dict.fromkeys(a['task']) if t in common)}):", "",
-              md_table(mc, *show, nd=nd), ""]
+        L += [
+            f"The same, over only the {len(common)} tasks every tool above finished "
+            f"({', '.join(t for t in dict.fromkeys(a['task']) if t in common)}):",
+            "",
+            md_table(mc, *show, nd=nd),
+            "",
+        ]
     return L
 
 
@@ -338,17 +428,34 @@ def _annotation_wins(a: pd.DataFrame) -> list:
     L = ["In short (each pybridge method against its strongest peer on the tasks both finished):", ""]
     for meth, g in w.groupby("pybridge", sort=False):
         b = g.loc[g["mean_diff"].idxmin()]
-        L.append(f"- {meth}: {'+' if b['mean_diff'] >= 0 else ''}{b['mean_diff']:.3f} mean accuracy vs "
-                 f"{b['peer']} over {b['tasks']} tasks (won {b['wins']}, lost {b['losses']}, tied {b['ties']}; "
-                 f"macro-F1 {'+' if b['f1_diff'] >= 0 else ''}{b['f1_diff']:.3f}); against all peers it wins "
-                 f"{int(g['wins'].sum())} and loses {int(g['losses'].sum())} task comparisons.")
+        L.append(
+            f"- {meth}: {'+' if b['mean_diff'] >= 0 else ''}{b['mean_diff']:.3f} mean accuracy vs "
+            f"{b['peer']} over {b['tasks']} tasks (won {b['wins']}, lost {b['losses']}, tied {b['ties']}; "
+            f"macro-F1 {'+' if b['f1_diff'] >= 0 else ''}{b['f1_diff']:.3f}); against all peers it wins "
+            f"{int(g['wins'].sum())} and loses {int(g['losses'].sum())} task comparisons."
+        )
     L.append("")
-    L += ["### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
-          "W / L / T = tasks won / lost / tied within 0.005)", "",
-          md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff", "f1_wlt"],
-                   ["pybridge", "peer", "tasks", "mean acc diff", "acc W / L / T", "best task", "worst task",
-                    "mean F1 diff", "F1 W / L / T"]),
-          ""]
+    L += [
+        "### Where pybridge wins and loses (pybridge minus peer over the tasks both finished; "
+        "W / L / T = tasks won / lost / tied within 0.005)",
+        "",
+        md_table(
+            w,
+            ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss", "f1_diff", "f1_wlt"],
+            [
+                "pybridge",
+                "peer",
+                "tasks",
+                "mean acc diff",
+                "acc W / L / T",
+                "best task",
+                "worst task",
+                "mean F1 diff",
+                "F1 W / L / T",
+            ],
+        ),
+        "",
+    ]
     return L
 
 
@@ -356,10 +463,16 @@ def _unseen_type(a: pd.DataFrame) -> list:
     u = a[a["rej_unseen"].notna()]
     if u.empty:
         return []
-    return ["### Unseen cell type (Zheng: B cells absent from the reference)", "",
-            md_table(u.assign(tool_label=u["tool"].map(label_of)),
-                     ["tool_label", "acc", "rej_seen", "rej_unseen", "auroc_unseen"],
-                     ["tool", "accuracy (shared)", "rejected shared", "rejected B cells", "AUROC unseen vs seen"]), ""]
+    return [
+        "### Unseen cell type (Zheng: B cells absent from the reference)",
+        "",
+        md_table(
+            u.assign(tool_label=u["tool"].map(label_of)),
+            ["tool_label", "acc", "rej_seen", "rej_unseen", "auroc_unseen"],
+            ["tool", "accuracy (shared)", "rejected shared", "rejected B cells", "AUROC unseen vs seen"],
+        ),
+        "",
+    ]
 
 
 def clustering_section(df: pd.DataFrame) -> list:
@@ -369,21 +482,35 @@ def clustering_section(df: pd.DataFrame) -> list:
     c_tr = ok_rows(df)
     c_tr = c_tr[(c_tr["kind"] == "transfer") & c_tr["tool"].isin(TRANSFER_CLUSTERERS)]
     L = []
-    for title, d in (("clustering sets (true K given)", c_sets),
-                     ("transfer clustering (queries of the reference -> query tasks)", c_tr)):
+    for title, d in (
+        ("clustering sets (true K given)", c_sets),
+        ("transfer clustering (queries of the reference -> query tasks)", c_tr),
+    ):
         if d.empty:
             continue
         L += [f"## Headline: {title}", ""]
         m = means(d, ["ari", "nmi", "k_found", "seconds", "wall_s", "peak_rss_mb"])
-        L += [md_table(m, ["tool_label", "tasks", "ari", "nmi", "k_found", "seconds", "wall_s", "peak_rss_mb"],
-                       ["tool", "sets", "ARI", "NMI", "mean K found", "s", "wall s", "peak MB"],
-                       nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "k_found": 1}), ""]
+        L += [
+            md_table(
+                m,
+                ["tool_label", "tasks", "ari", "nmi", "k_found", "seconds", "wall_s", "peak_rss_mb"],
+                ["tool", "sets", "ARI", "NMI", "mean K found", "s", "wall s", "peak MB"],
+                nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "k_found": 1},
+            ),
+            "",
+        ]
         ours = [t for t in tool_order(d) if t.startswith("pybridge")]
         w = wins(d, "ari", ours, [t for t in tool_order(d) if not t.startswith("pybridge")])
         if not w.empty:
             w["wlt"] = _wlt(w)
-            L += [md_table(w, ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss"],
-                           ["pybridge", "peer", "sets", "mean ARI diff", "ARI W / L / T", "best", "worst"]), ""]
+            L += [
+                md_table(
+                    w,
+                    ["pybridge", "peer", "tasks", "mean_diff", "wlt", "max_gain", "max_loss"],
+                    ["pybridge", "peer", "sets", "mean ARI diff", "ARI W / L / T", "best", "worst"],
+                ),
+                "",
+            ]
     return L
 
 
@@ -391,8 +518,12 @@ def plots_section(figs: dict, plot_sub: str) -> list:
     if not figs:
         return []
     L = ["## Plots", ""]
-    for key, title in (("accuracy", "Accuracy per task"), ("time", "Time vs accuracy"),
-                       ("reliability", "Reliability diagram"), ("ari", "Clustering ARI")):
+    for key, title in (
+        ("accuracy", "Accuracy per task"),
+        ("time", "Time vs accuracy"),
+        ("reliability", "Reliability diagram"),
+        ("ari", "Clustering ARI"),
+    ):
         if key in figs:
             L += [f"![{title}]({plot_sub}/{figs[key]})", ""]
     return L
@@ -416,32 +547,65 @@ def _task_table(df: pd.DataFrame, task: str, gpu: bool) -> list:
     size = ""
     if not first.empty:
         f0 = first.iloc[0]
-        size = (f"reference {int(f0['n_ref'])} cells, query {int(f0['n_query'])} cells, {int(f0['n_genes'])} "
-                f"shared genes, {int(f0['true_k'])} query types" if kind == "transfer" else
-                f"{int(f0['n_query'])} cells, {int(f0['n_genes'])} genes, {int(f0['true_k'])} types")
+        size = (
+            f"reference {int(f0['n_ref'])} cells, query {int(f0['n_query'])} cells, {int(f0['n_genes'])} "
+            f"shared genes, {int(f0['true_k'])} query types"
+            if kind == "transfer"
+            else f"{int(f0['n_query'])} cells, {int(f0['n_genes'])} genes, {int(f0['true_k'])} types"
+        )
     L = [f"### {task}", "", size, ""]
     d["tool_label"] = d["tool"].map(label_of)
-    d["status_note"] = d.apply(lambda r: "" if r["status"] == "ok" else
-                               (r["status"] + (f": {r['error']}" if r["status"] == "error" and isinstance(r.get("error"), str)
-                                               and r.get("error") else "")),
-                               axis=1)
+    d["status_note"] = d.apply(
+        lambda r: (
+            ""
+            if r["status"] == "ok"
+            else (
+                r["status"]
+                + (
+                    f": {r['error']}"
+                    if r["status"] == "error" and isinstance(r.get("error"), str) and r.get("error")
+                    else ""
+                )
+            )
+        ),
+        axis=1,
+    )
     if gpu:
         g = df[(df["task"] == task) & ~df["device"].fillna("CPU").isin(["CPU", ""]) & (df["status"] == "ok")]
         d["gpu_s"] = d["tool"].map(dict(zip(g["tool"], g["seconds"])))
     extra = (["gpu_s"], ["GPU s"]) if gpu else ([], [])
     if kind == "transfer":
-        cols = ["tool_label", "acc", "macro_f1", "acc_kept", "rej_seen", "rej_unseen", "auroc_unseen", "ece", "ari",
-                "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
-        names = ["tool", "acc", "F1", "acc kept", "rej", "rej unseen", "AUROC unseen", "ECE", "ARI", "s"] + \
-            extra[1] + ["wall s", "MB", "note"]
+        cols = (
+            [
+                "tool_label",
+                "acc",
+                "macro_f1",
+                "acc_kept",
+                "rej_seen",
+                "rej_unseen",
+                "auroc_unseen",
+                "ece",
+                "ari",
+                "seconds",
+            ]
+            + extra[0]
+            + ["wall_s", "peak_rss_mb", "status_note"]
+        )
+        names = (
+            ["tool", "acc", "F1", "acc kept", "rej", "rej unseen", "AUROC unseen", "ECE", "ARI", "s"]
+            + extra[1]
+            + ["wall s", "MB", "note"]
+        )
         if d["rej_unseen"].isna().all():
             cols = [c for c in cols if c not in ("rej_unseen", "auroc_unseen")]
             names = [n for n in names if n not in ("rej unseen", "AUROC unseen")]
     else:
         cols = ["tool_label", "ari", "nmi", "k_found", "seconds"] + extra[0] + ["wall_s", "peak_rss_mb", "status_note"]
         names = ["tool", "ARI", "NMI", "K", "s"] + extra[1] + ["wall s", "MB", "note"]
-    return L + [md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1, "k_found": 0}),
-                ""]
+    return L + [
+        md_table(d, cols, names, nd={"seconds": 1, "wall_s": 1, "peak_rss_mb": 0, "gpu_s": 1, "k_found": 0}),
+        "",
+    ]
 
 
 def failures_section(df: pd.DataFrame, task_set: str, quick) -> list:
@@ -455,12 +619,15 @@ def failures_section(df: pd.DataFrame, task_set: str, quick) -> list:
         transfer_tasks, clustering_sets = TASK_SETS[task_set]
         have = set(zip(df["task"], df["tool"]))
         for t in tool_order(df):
-            todo = [n for n in transfer_tasks if tool_applies(TOOLS[t], "transfer")] + \
-                   [n for n in clustering_sets if tool_applies(TOOLS[t], "clustering")]
+            todo = [n for n in transfer_tasks if tool_applies(TOOLS[t], "transfer")] + [
+                n for n in clustering_sets if tool_applies(TOOLS[t], "clustering")
+            ]
             miss = [n for n in todo if (n, t) not in have]
             if miss:
-                gone.append(f"- {label_of(t)}: not run on {', '.join(miss)} (the run was stopped for time before "
-                            "these calls; `python -m benchmarks --resume` runs only the missing ones)")
+                gone.append(
+                    f"- {label_of(t)}: not run on {', '.join(miss)} (the run was stopped for time before "
+                    "these calls; `python -m benchmarks --resume` runs only the missing ones)"
+                )
         L += gone
     if bad.empty and not gone:
         L += ["Every (tool, task) call finished.", ""]
@@ -482,9 +649,13 @@ def validation_section(md: Path, task_set: str, quick) -> list:
     """A link to the validation page (on the dev page, when that page exists)."""
     if not ((md.parent / "VALIDATION.md").exists() and not quick and task_set == "dev"):
         return []
-    return ["## Validation tasks", "",
-            "The same tools on six held-out reference -> query pairs on which no pybridge setting was chosen: "
-            "[VALIDATION.md](VALIDATION.md) (`python -m benchmarks --task-set validation`).", ""]
+    return [
+        "## Validation tasks",
+        "",
+        "The same tools on six held-out reference -> query pairs on which no pybridge setting was chosen: "
+        "[VALIDATION.md](VALIDATION.md) (`python -m benchmarks --task-set validation`).",
+        "",
+    ]
 
 
 def scale_section(md: Path, task_set: str, quick) -> list:
@@ -492,17 +663,21 @@ def scale_section(md: Path, task_set: str, quick) -> list:
     scale_md = md.parent / "SCALE.md"
     if not (scale_md.exists() and not quick and task_set == "dev"):
         return []
-    L = ["## Scale (simulated data)", "",
-         f"See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:", ""]
+    L = [
+        "## Scale (simulated data)",
+        "",
+        "See [SCALE.md](SCALE.md) (made by `python -m benchmarks scale`); its summary:",
+        "",
+    ]
     keep = False
-    for l in scale_md.read_text().splitlines():
-        if l.startswith("## Summary"):
+    for ln in scale_md.read_text().splitlines():
+        if ln.startswith("## Summary"):
             keep = True
             continue
-        if keep and l.startswith("## "):
+        if keep and ln.startswith("## "):
             break
         if keep:
-            L.append(l)
+            L.append(ln)
     L.append("")
     return L
 
@@ -520,10 +695,19 @@ def write_report(df: pd.DataFrame, out: Path, md: Path, run_info: dict | None = 
     for c in METRIC_COLUMNS:
         if c not in df:
             df[c] = np.nan
-    L = (title_section(task_set, quick) + run_section(df, run_info) + how_it_was_run_section(run_info)
-         + annotation_section(df) + clustering_section(df) + plots_section(figs, plot_sub) + per_task_section(df)
-         + failures_section(df, task_set, quick) + r_call_section(task_set) + validation_section(md, task_set, quick)
-         + scale_section(md, task_set, quick))
+    L = (
+        title_section(task_set, quick)
+        + run_section(df, run_info)
+        + how_it_was_run_section(run_info)
+        + annotation_section(df)
+        + clustering_section(df)
+        + plots_section(figs, plot_sub)
+        + per_task_section(df)
+        + failures_section(df, task_set, quick)
+        + r_call_section(task_set)
+        + validation_section(md, task_set, quick)
+        + scale_section(md, task_set, quick)
+    )
     md.write_text("\n".join(L).rstrip() + "\n")
 
 

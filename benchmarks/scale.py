@@ -23,6 +23,7 @@ step keeps n x n cell-cell matrices: ~8 n^2 bytes each) is not run where that
 estimate exceeds the memory limit; when the overall ``--budget-min`` is used up,
 the remaining calls are recorded as "not run (time budget)".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,20 @@ SCALE_OPTS = {
     "scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1},
 }
 EPOCHS = {"pybridge_scnym": 2, "pybridge_cicl": 2, "scanvi": 3}
-DEFAULT_TOOLS = ["logreg", "pca_kmeans", "pca_leiden", "pybridge_scnym", "pybridge_jind", "pybridge_itclust",
-                 "pybridge_cicl", "pybridge_nmf_transfer", "celltypist", "singler", "seurat", "scanvi"]
+DEFAULT_TOOLS = [
+    "logreg",
+    "pca_kmeans",
+    "pca_leiden",
+    "pybridge_scnym",
+    "pybridge_jind",
+    "pybridge_itclust",
+    "pybridge_cicl",
+    "pybridge_nmf_transfer",
+    "celltypist",
+    "singler",
+    "seurat",
+    "scanvi",
+]
 N_GENES = 2000
 GAMMA_RATE = 2.0
 
@@ -72,12 +85,26 @@ def generate(n: int, out: Path, seed: int = 0) -> None:
     genes = a.var_names.astype(str)
     for side, b in (("ref", r), ("query", q)):
         X = sp.csr_matrix(b.X, dtype=np.float32)
-        T.write_side(X, b.obs_names.astype(str), genes, out, side,
-                     labels=b.obs["cell_type"].astype(str).to_numpy() if side == "ref" else None)
+        T.write_side(
+            X,
+            b.obs_names.astype(str),
+            genes,
+            out,
+            side,
+            labels=b.obs["cell_type"].astype(str).to_numpy() if side == "ref" else None,
+        )
     yq = q.obs["cell_type"].astype(str).to_numpy()
-    meta = dict(name=f"sim_{n}", kind="transfer", n_ref=int(r.n_obs), n_query=int(q.n_obs), n_genes=N_GENES,
-                ref_classes=sorted(set(r.obs["cell_type"].astype(str))), n_types=int(len(set(yq))),
-                simulate_s=t_sim, density=float(a.X.nnz / (a.n_obs * a.n_vars)))
+    meta = dict(
+        name=f"sim_{n}",
+        kind="transfer",
+        n_ref=int(r.n_obs),
+        n_query=int(q.n_obs),
+        n_genes=N_GENES,
+        ref_classes=sorted(set(r.obs["cell_type"].astype(str))),
+        n_types=int(len(set(yq))),
+        simulate_s=t_sim,
+        density=float(a.X.nnz / (a.n_obs * a.n_vars)),
+    )
     T._finish(out, meta, yq)
 
 
@@ -114,21 +141,28 @@ def main(argv=None) -> int:
         if prog.exists():
             new = pd.read_csv(prog)
             done = set(zip(new["size"], new["tool"]))
-            df = pd.concat([df[[(s_, t_) not in done for s_, t_ in zip(df["size"], df["tool"])]], new],
-                           ignore_index=True)
+            df = pd.concat(
+                [df[[(s_, t_) not in done for s_, t_ in zip(df["size"], df["tool"])]], new], ignore_index=True
+            )
         have = set(zip(df["size"], df["tool"]))
+
         def why(n, t):
             prev = df[(df["tool"] == t) & (df["size"] < n) & df["status"].astype(str).str.contains("timeout|memory")]
             if len(prev):
                 return f"not run: {prev['status'].iloc[0]} at {int(prev['size'].iloc[0])} cells"
             return "not run (time: the run was stopped before this call)"
 
-        extra = [{"size": int(n), "tool": t, "tool_label": TOOLS[t].display, "status": why(n, t)}
-                 for n in (int(x) for x in a.sizes.split(",")) for t in a.tools.split(",") if (n, t) not in have]
+        extra = [
+            {"size": int(n), "tool": t, "tool_label": TOOLS[t].display, "status": why(n, t)}
+            for n in (int(x) for x in a.sizes.split(","))
+            for t in a.tools.split(",")
+            if (n, t) not in have
+        ]
         df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True) if extra else df
         order = {t: i for i, t in enumerate(a.tools.split(","))}
-        df = df.sort_values(by=["size", "tool"], key=lambda c: c.map(order).fillna(99) if c.name == "tool" else c,
-                            kind="stable")
+        df = df.sort_values(
+            by=["size", "tool"], key=lambda c: c.map(order).fillna(99) if c.name == "tool" else c, kind="stable"
+        )
         md = a.md or (a.out / "SCALE.md")
         write_scale_md(df, md, info)
         print(f"[scale] wrote {md}")
@@ -152,25 +186,45 @@ def main(argv=None) -> int:
     for n in sizes:
         task_dir = a.out / "prepared" / f"sim_{n}"
         gen = {}
-        if not (task_dir / "task.json").exists() and a.budget_min and (time.perf_counter() - t_start) / 60 > a.budget_min:
+        if (
+            not (task_dir / "task.json").exists()
+            and a.budget_min
+            and (time.perf_counter() - t_start) / 60 > a.budget_min
+        ):
             for t in tools:
-                rows.append({"size": n, "tool": t, "tool_label": TOOLS[t].display,
-                             "status": f"not run (time budget of {a.budget_min:.0f} min used up)"})
+                rows.append(
+                    {
+                        "size": n,
+                        "tool": t,
+                        "tool_label": TOOLS[t].display,
+                        "status": f"not run (time budget of {a.budget_min:.0f} min used up)",
+                    }
+                )
             continue
         if not (task_dir / "task.json").exists():
-            code = ("import sys; from pathlib import Path; from benchmarks.scale import generate; "
-                    f"generate({n}, Path(sys.argv[1]), {a.seed})")
+            code = (
+                "import sys; from pathlib import Path; from benchmarks.scale import generate; "
+                f"generate({n}, Path(sys.argv[1]), {a.seed})"
+            )
             (a.out / "logs").mkdir(exist_ok=True)
-            gen = call([sys.executable, "-c", code, str(task_dir)], env=env_for(a.threads),
-                       log=a.out / "logs" / f"generate_{n}.txt", timeout=a.timeout * 2, mem_limit_mb=a.mem_limit_gb * 1024)
+            gen = call(
+                [sys.executable, "-c", code, str(task_dir)],
+                env=env_for(a.threads),
+                log=a.out / "logs" / f"generate_{n}.txt",
+                timeout=a.timeout * 2,
+                mem_limit_mb=a.mem_limit_gb * 1024,
+            )
             if gen["status"] != "ok":
                 for t in tools:
                     rows.append({"size": n, "tool": t, "status": f"not run (data generation {gen['status']})"})
                 continue
         prep = T.load_prepared(task_dir)
         meta = json.loads((task_dir / "task.json").read_text())
-        print(f"[scale] {n} cells per side ready (simulated in {meta.get('simulate_s', 0):.0f}s, "
-              f"density {meta.get('density', 0):.2f})", flush=True)
+        print(
+            f"[scale] {n} cells per side ready (simulated in {meta.get('simulate_s', 0):.0f}s, "
+            f"density {meta.get('density', 0):.2f})",
+            flush=True,
+        )
         for t in tools:
             tool = TOOLS[t]
             base = {"size": n, "tool": t, "tool_label": tool.display, "density": meta.get("density")}
@@ -181,8 +235,13 @@ def main(argv=None) -> int:
                 rows.append({**base, "status": f"not run: {failed[t]} at {failed[t + '_n']} cells"})
                 continue
             if t == "pybridge_nmf_transfer" and nmf_memory_gb(n) * 2 > a.mem_limit_gb:
-                rows.append({**base, "status": f"not run: SC3 consensus needs n x n matrices "
-                                               f"(~{nmf_memory_gb(n):.0f} GB each) > memory limit"})
+                rows.append(
+                    {
+                        **base,
+                        "status": f"not run: SC3 consensus needs n x n matrices "
+                        f"(~{nmf_memory_gb(n):.0f} GB each) > memory limit",
+                    }
+                )
                 continue
             if a.budget_min and (time.perf_counter() - t_start) / 60 > a.budget_min:
                 rows.append({**base, "status": f"not run (time budget of {a.budget_min:.0f} min used up)"})
@@ -191,22 +250,51 @@ def main(argv=None) -> int:
             if t == "pybridge_cicl":
                 tool = TOOLS["pybridge_cicl"]
                 # CICL clusters the query alone: give it a clustering view of the same files
-                prep_c = T.Prepared(name=prep.name, kind="clustering", dir=prep.dir, n_ref=0, n_query=prep.n_query,
-                                    n_genes=prep.n_genes, n_types=prep.n_types, truth=prep.truth, ref_classes=[])
+                prep_c = T.Prepared(
+                    name=prep.name,
+                    kind="clustering",
+                    dir=prep.dir,
+                    n_ref=0,
+                    n_query=prep.n_query,
+                    n_genes=prep.n_genes,
+                    n_types=prep.n_types,
+                    truth=prep.truth,
+                    ref_classes=[],
+                )
                 use = prep_c
             else:
                 use = prep
             devices = [("cpu", "CPU")] + ([("cuda", gpu)] if gpu and tool.group == "pybridge" else [])
             for dev, dev_name in devices:
-                row, _ = run_one(tool, use, a, device=dev, device_name=dev_name, extra_opts=extra,
-                                 run_root=a.out / "runs")
-                r = {**base, **{k: row.get(k) for k in ("status", "seconds", "wall_s", "peak_rss_mb", "rss_before_mb",
-                                                       "acc", "ari", "device", "error", "notes")}}
+                row, _ = run_one(
+                    tool, use, a, device=dev, device_name=dev_name, extra_opts=extra, run_root=a.out / "runs"
+                )
+                r = {
+                    **base,
+                    **{
+                        k: row.get(k)
+                        for k in (
+                            "status",
+                            "seconds",
+                            "wall_s",
+                            "peak_rss_mb",
+                            "rss_before_mb",
+                            "acc",
+                            "ari",
+                            "device",
+                            "error",
+                            "notes",
+                        )
+                    },
+                }
                 if t in EPOCHS and isinstance(r.get("seconds"), float):
                     r["epochs"] = EPOCHS[t]
                 rows.append(r)
-                print(f"[scale] {n:>7d} {t:22s} {dev:4s} {r['status']:10s} s={r.get('seconds')} "
-                      f"MB={r.get('peak_rss_mb')} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
+                print(
+                    f"[scale] {n:>7d} {t:22s} {dev:4s} {r['status']:10s} s={r.get('seconds')} "
+                    f"MB={r.get('peak_rss_mb')} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)",
+                    flush=True,
+                )
                 if dev == "cpu" and r["status"] != "ok" and not str(r["status"]).startswith("error"):
                     failed[t], failed[t + "_n"] = r["status"], n
                 pd.DataFrame(rows).to_csv(a.out / "scale_progress.csv", index=False)
@@ -218,9 +306,15 @@ def main(argv=None) -> int:
         df = pd.concat([old, df], ignore_index=True).sort_values(["size"], kind="stable")
     df.to_csv(a.out / "scale.csv", index=False)
     md = a.md or (a.out / "SCALE.md")
-    info = {"started": started, "minutes": (time.perf_counter() - t_start) / 60,
-            "argv": " ".join(argv if argv is not None else sys.argv[2:]), "timeout": a.timeout,
-            "mem": a.mem_limit_gb, "threads": a.threads, "load": os.getloadavg()}
+    info = {
+        "started": started,
+        "minutes": (time.perf_counter() - t_start) / 60,
+        "argv": " ".join(argv if argv is not None else sys.argv[2:]),
+        "timeout": a.timeout,
+        "mem": a.mem_limit_gb,
+        "threads": a.threads,
+        "load": os.getloadavg(),
+    }
     (a.out / "scale_info.json").write_text(json.dumps(info))
     write_scale_md(df, md, info)
     print(f"[scale] wrote {a.out / 'scale.csv'} and {md}")
@@ -230,23 +324,34 @@ def main(argv=None) -> int:
 def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
     mach = machine()
     sizes = sorted(df["size"].unique())
-    L = ["# pybridge scale benchmark (simulated data)", "",
-         f"Made by `python -m benchmarks scale {info.get('argv', '')}` on {info['started']} "
-         f"({fmt(info['minutes'], 1)} min). Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB "
-         f"RAM; {info['threads']} threads per call; per-call timeout {fmt(info['timeout'], 0)} s, memory limit "
-         f"{fmt(info['mem'], 0)} GB; load average {fmt(info['load'][0], 1)} at the end"
-         + (". **The cores were shared with other jobs, so every time is inflated**; ratios between sizes are the "
-            "more useful reading." if was_loaded([info["load"][0]], mach["cores"])
-            else " (about what the run's own calls produce).")
-         + (" GPU rows are marked in the device column." if "device" in df and df["device"].astype(str).str.contains(
-             "cuda", case=False).any() else " No GPU was available (a GPU column is added automatically when CUDA "
-                                             "is)."), "",
-         "Data: `pybridge.datasets.simulate` (hierarchical negative binomial, 8 types, 2000 genes, background "
-         f"means Gamma(2, rate {GAMMA_RATE})), 2N cells split at random into a reference and a query of N cells each. "
-         "Neural methods run a fixed, small number of epochs (see the module docstring of `benchmarks/scale.py`), so "
-         "their times are the cost of those epochs plus preprocessing and prediction, not of a converged model.",
-         *(["", f"Note: {info['note']}"] if info.get("note") else []),
-         "", "## Summary", ""]
+    L = [
+        "# pybridge scale benchmark (simulated data)",
+        "",
+        f"Made by `python -m benchmarks scale {info.get('argv', '')}` on {info['started']} "
+        f"({fmt(info['minutes'], 1)} min). Machine: {mach['cpu']}, {mach['cores']} cores, {fmt(mach['ram_gb'], 1)} GB "
+        f"RAM; {info['threads']} threads per call; per-call timeout {fmt(info['timeout'], 0)} s, memory limit "
+        f"{fmt(info['mem'], 0)} GB; load average {fmt(info['load'][0], 1)} at the end"
+        + (
+            ". **The cores were shared with other jobs, so every time is inflated**; ratios between sizes are the "
+            "more useful reading."
+            if was_loaded([info["load"][0]], mach["cores"])
+            else " (about what the run's own calls produce)."
+        )
+        + (
+            " GPU rows are marked in the device column."
+            if "device" in df and df["device"].astype(str).str.contains("cuda", case=False).any()
+            else " No GPU was available (a GPU column is added automatically when CUDA is)."
+        ),
+        "",
+        "Data: `pybridge.datasets.simulate` (hierarchical negative binomial, 8 types, 2000 genes, background "
+        f"means Gamma(2, rate {GAMMA_RATE})), 2N cells split at random into a reference and a query of N cells each. "
+        "Neural methods run a fixed, small number of epochs (see the module docstring of `benchmarks/scale.py`), so "
+        "their times are the cost of those epochs plus preprocessing and prediction, not of a converged model.",
+        *(["", f"Note: {info['note']}"] if info.get("note") else []),
+        "",
+        "## Summary",
+        "",
+    ]
     ok = df[df["status"] == "ok"]
     head = ["tool"] + [f"{s // 1000}k s" for s in sizes] + [f"{s // 1000}k MB" for s in sizes]
     growth = []
@@ -265,34 +370,61 @@ def write_scale_md(df: pd.DataFrame, md: Path, info: dict) -> None:
             else:
                 secs.append(np.nan)
                 mems.append(np.nan)
+
         def cell(v, s, nd):
             if np.isfinite(v):
                 return fmt(v, nd)
             st = d.loc[s, "status"] if s in d.index else "not run"
-            short = ("time" if st.startswith("not run (time") else "skipped" if st.startswith("not run:") and
-                     " at " in st else "timeout" if "timeout" in st else "OOM" if ("memory" in st or "n x n" in st) else
-                     "budget" if "budget" in st else "skipped" if ("smaller size" in st or " at " in st and st.startswith("not run:")) else
-                     "n/i" if "not installed" in st else "error" if st == "error" else "-")
+            short = (
+                "time"
+                if st.startswith("not run (time")
+                else "skipped"
+                if st.startswith("not run:") and " at " in st
+                else "timeout"
+                if "timeout" in st
+                else "OOM"
+                if ("memory" in st or "n x n" in st)
+                else "budget"
+                if "budget" in st
+                else "skipped"
+                if ("smaller size" in st or " at " in st and st.startswith("not run:"))
+                else "n/i"
+                if "not installed" in st
+                else "error"
+                if st == "error"
+                else "-"
+            )
             return f"_{short}_"
+
         cells += [cell(v, s, 1) for v, s in zip(secs, sizes)] + [cell(v, s, 0) for v, s in zip(mems, sizes)]
         for i in range(1, len(sizes)):
             cells.append(fmt(secs[i] / secs[i - 1], 1) if np.isfinite(secs[i]) and np.isfinite(secs[i - 1]) else "")
         L.append("| " + " | ".join(cells) + " |")
-    L += ["", "`s` = the tool call alone (seconds), `MB` = peak RSS of the process; _timeout_ / _OOM_ = killed at the "
-          "limit, _skipped_ = failed at a smaller size, _time_ = not run: the time budget was used up or the run was stopped "
-          "first, _n/i_ = not "
-          "installed, _OOM_ for NMF transfer = not started because of its n x n consensus matrices. Time growth: the "
-          "ratio of seconds between consecutive sizes (linear scaling = the ratio of cell counts).", ""]
-    L += ["## All calls", "",
-          "| cells per side | tool | status | seconds | wall s | peak MB | accuracy | ARI | note |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "`s` = the tool call alone (seconds), `MB` = peak RSS of the process; _timeout_ / _OOM_ = killed at the "
+        "limit, _skipped_ = failed at a smaller size, _time_ = not run: the time budget was used up or the run "
+        "was stopped "
+        "first, _n/i_ = not "
+        "installed, _OOM_ for NMF transfer = not started because of its n x n consensus matrices. Time growth: the "
+        "ratio of seconds between consecutive sizes (linear scaling = the ratio of cell counts).",
+        "",
+    ]
+    L += [
+        "## All calls",
+        "",
+        "| cells per side | tool | status | seconds | wall s | peak MB | accuracy | ARI | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in df.iterrows():
         note = r.get("error") if isinstance(r.get("error"), str) else ""
         if not note and isinstance(r.get("notes"), str):
             note = r["notes"]
-        L.append(f"| {r['size']} | {label_of(r['tool'])} | {r['status']} | {fmt(r.get('seconds'), 1)} | "
-                 f"{fmt(r.get('wall_s'), 1)} | {fmt(r.get('peak_rss_mb'), 0)} | {fmt(r.get('acc'))} | "
-                 f"{fmt(r.get('ari'))} | {note[:120]} |")
+        L.append(
+            f"| {r['size']} | {label_of(r['tool'])} | {r['status']} | {fmt(r.get('seconds'), 1)} | "
+            f"{fmt(r.get('wall_s'), 1)} | {fmt(r.get('peak_rss_mb'), 0)} | {fmt(r.get('acc'))} | "
+            f"{fmt(r.get('ari'))} | {note[:120]} |"
+        )
     L.append("")
     try:
         import matplotlib

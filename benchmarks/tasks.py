@@ -24,6 +24,7 @@ tool reads the same files:
   (data float32, indices int32, indptr float64) plus ``*_genes.txt`` / ``*_cells.txt``
   and ``ref_labels.txt``, for R (read with ``readBin``; no HDF5 package needed).
 """
+
 from __future__ import annotations
 
 import json
@@ -180,9 +181,17 @@ def prepare_transfer(name: str, data: Path, root: Path, *, ref=None, query=None,
         yq = query.obs[labels_key].astype(str).to_numpy()
         write_side(Xr, ref.obs_names, genes, out, "ref", labels=yr)
         write_side(Xq, query.obs_names, genes, out, "query")
-        meta = dict(name=name, kind="transfer", n_ref=int(Xr.shape[0]), n_query=int(Xq.shape[0]),
-                    n_genes=int(len(genes)), ref_genes=int(len(rg)), query_genes=int(len(qg)),
-                    ref_classes=sorted(set(yr)), n_types=int(len(set(yq))))
+        meta = dict(
+            name=name,
+            kind="transfer",
+            n_ref=int(Xr.shape[0]),
+            n_query=int(Xq.shape[0]),
+            n_genes=int(len(genes)),
+            ref_genes=int(len(rg)),
+            query_genes=int(len(qg)),
+            ref_classes=sorted(set(yr)),
+            n_types=int(len(set(yq))),
+        )
         _finish(out, meta, yq)
     return load_prepared(out)
 
@@ -195,8 +204,16 @@ def prepare_clustering(name: str, data: Path, root: Path) -> Prepared:
         X = _counts(a)
         y = a.obs["cell_type"].astype(str).to_numpy()
         write_side(X, a.obs_names, a.var_names.astype(str), out, "query", r_files=False)
-        meta = dict(name=name, kind="clustering", n_ref=0, n_query=int(X.shape[0]), n_genes=int(X.shape[1]),
-                    ref_classes=[], n_types=int(len(set(y))), x_kind=str(a.uns.get("x_kind", "")))
+        meta = dict(
+            name=name,
+            kind="clustering",
+            n_ref=0,
+            n_query=int(X.shape[0]),
+            n_genes=int(X.shape[1]),
+            ref_classes=[],
+            n_types=int(len(set(y))),
+            x_kind=str(a.uns.get("x_kind", "")),
+        )
         _finish(out, meta, y)
     return load_prepared(out)
 
@@ -204,8 +221,17 @@ def prepare_clustering(name: str, data: Path, root: Path) -> Prepared:
 def load_prepared(out: Path) -> Prepared:
     meta = json.loads((out / "task.json").read_text())
     truth = pd.read_csv(out / "truth.csv", dtype=str, keep_default_na=False)["cell_type"].to_numpy()
-    return Prepared(name=meta["name"], kind=meta["kind"], dir=out, n_ref=meta["n_ref"], n_query=meta["n_query"],
-                    n_genes=meta["n_genes"], n_types=meta["n_types"], truth=truth, ref_classes=meta["ref_classes"])
+    return Prepared(
+        name=meta["name"],
+        kind=meta["kind"],
+        dir=out,
+        n_ref=meta["n_ref"],
+        n_query=meta["n_query"],
+        n_genes=meta["n_genes"],
+        n_types=meta["n_types"],
+        truth=truth,
+        ref_classes=meta["ref_classes"],
+    )
 
 
 def safe(name: str) -> str:

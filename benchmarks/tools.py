@@ -5,6 +5,7 @@ all three: :data:`TOOLS` (in the order the page lists the tools), which tools
 apply to which kind of task, the modules a tool's zygote preloads, and the
 display labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,35 +29,84 @@ class Tool:
         return self.label or self.name
 
 
-TOOLS = {t.name: t for t in [
-    Tool("pybridge_scnym", "pybridge", "py", True, "", full={"reject": True},
-         quick={"reject": True, "n_epochs": 3, "min_epochs": 1}, label="pybridge scNym"),
-    # the setting suggested for a query that holds only the reference's types: the paper's main configuration
-    # (no discovery mode) on the genes among the reference's and the query's 2000 most dispersed
-    Tool("pybridge_scnym_top2000", "pybridge", "py", True, "",
-         full={"reject": True, "discovery": False, "n_top_genes": 2000},
-         quick={"reject": True, "discovery": False, "n_top_genes": 2000, "n_epochs": 3, "min_epochs": 1},
-         label="pybridge scNym (discovery=False, n_top_genes=2000)"),
-    Tool("pybridge_jind", "pybridge", "py", True, "", quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
-         label="pybridge JIND"),
-    Tool("pybridge_itclust", "pybridge", "py", True, "transfer",
-         quick={"layerwise_epochs": 3, "pretrain_epochs": 6, "source_epochs": 3, "maxiter": 2},
-         label="pybridge ItClust"),
-    Tool("pybridge_nmf_transfer", "pybridge", "py", False, "transfer", quick={"thetas": [0.5], "kmeans_n_init": 2},
-         needs_k=True, label="pybridge NMF transfer"),
-    Tool("pybridge_cicl", "pybridge", "py", False, "sets", quick={"n_epochs": 2}, needs_k=True, label="pybridge CICL"),
-    Tool("logreg", "peer", "py", True, "", label="logistic regression"),
-    Tool("seurat", "peer", "r", True, "", label="Seurat transfer"),
-    Tool("singler", "peer", "r", True, "", label="SingleR"),
-    Tool("celltypist", "peer", "py", True, "", label="CellTypist"),
-    Tool("scanvi", "peer", "scvi", True, "", quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI"),
-    # scvi-tools' own epoch heuristics (400 scVI epochs below 20k cells, then at most 10 scANVI epochs): the
-    # setting a user who calls .train() gets; ~6x the capped run's time, so only on request (--tools)
-    Tool("scanvi_default", "peer", "scvi", True, "", full={"scvi_epochs": "default", "scanvi_epochs": "default"},
-         quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI (default epochs)", in_default_run=False),
-    Tool("pca_leiden", "peer", "py", False, "both", needs_k=True, label="PCA+Leiden (K-matched)"),
-    Tool("pca_kmeans", "peer", "py", False, "both", needs_k=True, label="PCA+KMeans"),
-]}
+TOOLS = {
+    t.name: t
+    for t in [
+        Tool(
+            "pybridge_scnym",
+            "pybridge",
+            "py",
+            True,
+            "",
+            full={"reject": True},
+            quick={"reject": True, "n_epochs": 3, "min_epochs": 1},
+            label="pybridge scNym",
+        ),
+        # the setting suggested for a query that holds only the reference's types: the paper's main configuration
+        # (no discovery mode) on the genes among the reference's and the query's 2000 most dispersed
+        Tool(
+            "pybridge_scnym_top2000",
+            "pybridge",
+            "py",
+            True,
+            "",
+            full={"reject": True, "discovery": False, "n_top_genes": 2000},
+            quick={"reject": True, "discovery": False, "n_top_genes": 2000, "n_epochs": 3, "min_epochs": 1},
+            label="pybridge scNym (discovery=False, n_top_genes=2000)",
+        ),
+        Tool(
+            "pybridge_jind",
+            "pybridge",
+            "py",
+            True,
+            "",
+            quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
+            label="pybridge JIND",
+        ),
+        Tool(
+            "pybridge_itclust",
+            "pybridge",
+            "py",
+            True,
+            "transfer",
+            quick={"layerwise_epochs": 3, "pretrain_epochs": 6, "source_epochs": 3, "maxiter": 2},
+            label="pybridge ItClust",
+        ),
+        Tool(
+            "pybridge_nmf_transfer",
+            "pybridge",
+            "py",
+            False,
+            "transfer",
+            quick={"thetas": [0.5], "kmeans_n_init": 2},
+            needs_k=True,
+            label="pybridge NMF transfer",
+        ),
+        Tool(
+            "pybridge_cicl", "pybridge", "py", False, "sets", quick={"n_epochs": 2}, needs_k=True, label="pybridge CICL"
+        ),
+        Tool("logreg", "peer", "py", True, "", label="logistic regression"),
+        Tool("seurat", "peer", "r", True, "", label="Seurat transfer"),
+        Tool("singler", "peer", "r", True, "", label="SingleR"),
+        Tool("celltypist", "peer", "py", True, "", label="CellTypist"),
+        Tool("scanvi", "peer", "scvi", True, "", quick={"scvi_epochs": 2, "scanvi_epochs": 1}, label="scANVI"),
+        # scvi-tools' own epoch heuristics (400 scVI epochs below 20k cells, then at most 10 scANVI epochs): the
+        # setting a user who calls .train() gets; ~6x the capped run's time, so only on request (--tools)
+        Tool(
+            "scanvi_default",
+            "peer",
+            "scvi",
+            True,
+            "",
+            full={"scvi_epochs": "default", "scanvi_epochs": "default"},
+            quick={"scvi_epochs": 2, "scanvi_epochs": 1},
+            label="scANVI (default epochs)",
+            in_default_run=False,
+        ),
+        Tool("pca_leiden", "peer", "py", False, "both", needs_k=True, label="PCA+Leiden (K-matched)"),
+        Tool("pca_kmeans", "peer", "py", False, "both", needs_k=True, label="PCA+KMeans"),
+    ]
+}
 
 #: benchmark tool -> pybridge method in :mod:`pybridge.models._registry` (a variant such as
 #: ``pybridge_scnym_top2000`` differs only in the options its :class:`Tool` gives it)

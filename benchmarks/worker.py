@@ -19,6 +19,7 @@ its result gives follows from the registry record (:func:`prediction_table`).
 Top-level imports are light on purpose: this module also runs in the separate
 scvi-tools environment, which has no pybridge.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,10 +92,14 @@ def prediction_table(info, res) -> tuple[pd.DataFrame, dict]:
     * other clustering: ``cluster``, plus ``raw_label`` = the mapped type where the method maps types.
     """
     if info.kind == "annotation":
-        out = pd.DataFrame({"label": np.asarray(res.labels, dtype=str),
-                            "raw_label": np.asarray(res.raw_labels, dtype=str),
-                            "confidence": np.asarray(res.confidence, dtype=float),
-                            "rejected": res.rejected.astype(int)})
+        out = pd.DataFrame(
+            {
+                "label": np.asarray(res.labels, dtype=str),
+                "raw_label": np.asarray(res.raw_labels, dtype=str),
+                "confidence": np.asarray(res.confidence, dtype=float),
+                "rejected": res.rejected.astype(int),
+            }
+        )
         out["score"] = out["confidence"]
         notes = {"rejection": bool(res.rejection)}
         tr = res.params.get("training", {}) if isinstance(res.params, dict) else {}
@@ -110,8 +115,13 @@ def prediction_table(info, res) -> tuple[pd.DataFrame, dict]:
         lab = np.asarray(res.cell_types, dtype=str)
         cell_score = getattr(res, "cell_score", None) if "cell_score" in info.extra_fields else None
         conf = np.asarray(cell_score if cell_score is not None else res.confidence, dtype=float)
-        cols.update(label=lab, raw_label=np.asarray(res.raw_cell_types, dtype=str), confidence=conf, score=conf,
-                    rejected=(lab == UNASSIGNED).astype(int))
+        cols.update(
+            label=lab,
+            raw_label=np.asarray(res.raw_cell_types, dtype=str),
+            confidence=conf,
+            score=conf,
+            rejected=(lab == UNASSIGNED).astype(int),
+        )
     cols["cluster"] = np.asarray(res.clusters).astype(str)
     if info.maps_types and not flagged_types and res.cell_types is not None:
         cols["raw_label"] = np.asarray(res.cell_types, dtype=str)
@@ -143,8 +153,9 @@ def run(tool: str, task_dir: Path, opts: dict, seed: int, device: str, threads: 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.worker",
-                                description="run one benchmark tool on one prepared task")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.worker", description="run one benchmark tool on one prepared task"
+    )
     p.add_argument("tool")
     p.add_argument("task_dir")
     p.add_argument("out_dir")

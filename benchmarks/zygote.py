@@ -22,6 +22,7 @@ The parent never runs a tool itself, so no thread pool or CUDA context exists
 before the fork. Top-level imports are light on purpose: this module also runs in
 the separate scvi-tools environment.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -80,8 +81,9 @@ def main(argv=None) -> int:
             _child(req)
         reply.write(json.dumps({"pid": pid}) + "\n")
         _, status, usage = os.wait4(pid, 0)
-        reply.write(json.dumps({"pid": pid, "rc": os.waitstatus_to_exitcode(status),
-                                "maxrss_kb": usage.ru_maxrss}) + "\n")
+        reply.write(
+            json.dumps({"pid": pid, "rc": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}) + "\n"
+        )
     return 0
 
 

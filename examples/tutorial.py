@@ -19,6 +19,7 @@ own default is up to 400 with early stopping; the command-line JIND run also ski
 the GAN alignment) so the tutorial finishes in a few minutes on a laptop CPU: the
 numbers it prints are therefore a little below what the defaults give.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,12 +84,18 @@ def main(argv=None) -> int:
         _, rej_unseen = accuracy(query, key, keep=unseen)
         raw = query.obs[f"{key}_raw"].astype(str).to_numpy()
         raw_acc = float((raw[~unseen] == query.obs["cell_type"].astype(str).to_numpy()[~unseen]).mean())
-        rows.append({"method": key, "accuracy before rejection": raw_acc, "accuracy of kept cells": acc,
-                     "known types rejected": rej_seen, "B cells rejected": rej_unseen})
+        rows.append(
+            {
+                "method": key,
+                "accuracy before rejection": raw_acc,
+                "accuracy of kept cells": acc,
+                "known types rejected": rej_seen,
+                "B cells rejected": rej_unseen,
+            }
+        )
     table = pd.DataFrame(rows).set_index("method")
     print(table.round(3).to_string())
-    print("\nJIND labels of the query's B cells:",
-          query.obs.loc[unseen, "jind"].astype(str).value_counts().to_dict())
+    print("\nJIND labels of the query's B cells:", query.obs.loc[unseen, "jind"].astype(str).value_counts().to_dict())
     print("parameters and timings are in uns:", sorted(query.uns["scnym"].keys())[:8], "...")
 
     # ------------------------------------------------------------------ estimator + model files
@@ -112,6 +119,7 @@ def main(argv=None) -> int:
     # ------------------------------------------------------------------ figures
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -120,8 +128,14 @@ def main(argv=None) -> int:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key in zip(axes, ("scnym", "jind")):
             conf = query.obs[f"{key}_confidence"].to_numpy()
-            ax.hist([conf[~unseen], conf[unseen]], bins=30, range=(0, 1), stacked=True,
-                    label=["types in the reference", "B cells (unseen)"], color=["#4c72b0", "#dd8452"])
+            ax.hist(
+                [conf[~unseen], conf[unseen]],
+                bins=30,
+                range=(0, 1),
+                stacked=True,
+                label=["types in the reference", "B cells (unseen)"],
+                color=["#4c72b0", "#dd8452"],
+            )
             ax.set_title(f"{key}: confidence of the top class")
             ax.set_xlabel(f"obs['{key}_confidence']")
             ax.set_ylabel("cells")
@@ -136,15 +150,62 @@ def main(argv=None) -> int:
     ref_file, query_file = data / "casi_zheng_sorted_train.h5ad", data / "casi_zheng_sorted_test.h5ad"
     exe = [sys.executable, "-m", "pybridge.cli"]
     commands = [
-        exe + ["annotate", "--reference", str(ref_file), "--query", str(query_file), "--method", "jind",
-               "--set", f"n_epochs={min(args.epochs, 30)}", "--set", "align=false",
-               "--out", str(out / "query_jind.h5ad"), "--csv", str(out / "query_jind.csv"), "--quiet"],
-        exe + ["train", "--reference", str(ref_file), "--out", str(out / "cli_model"), "--set",
-               f"n_epochs={args.epochs}", "--quiet"],
-        exe + ["predict", "--model", str(out / "cli_model"), "--query", str(query_file),
-               "--csv", str(out / "query_scnym.csv"), "--quiet"],
-        exe + ["cluster", "--method", "cicl", "--input", str(query_file), "--n-clusters", "5",
-               "--csv", str(out / "query_cicl.csv"), "--set", f"n_epochs={min(args.epochs, 20)}", "--quiet"],
+        exe
+        + [
+            "annotate",
+            "--reference",
+            str(ref_file),
+            "--query",
+            str(query_file),
+            "--method",
+            "jind",
+            "--set",
+            f"n_epochs={min(args.epochs, 30)}",
+            "--set",
+            "align=false",
+            "--out",
+            str(out / "query_jind.h5ad"),
+            "--csv",
+            str(out / "query_jind.csv"),
+            "--quiet",
+        ],
+        exe
+        + [
+            "train",
+            "--reference",
+            str(ref_file),
+            "--out",
+            str(out / "cli_model"),
+            "--set",
+            f"n_epochs={args.epochs}",
+            "--quiet",
+        ],
+        exe
+        + [
+            "predict",
+            "--model",
+            str(out / "cli_model"),
+            "--query",
+            str(query_file),
+            "--csv",
+            str(out / "query_scnym.csv"),
+            "--quiet",
+        ],
+        exe
+        + [
+            "cluster",
+            "--method",
+            "cicl",
+            "--input",
+            str(query_file),
+            "--n-clusters",
+            "5",
+            "--csv",
+            str(out / "query_cicl.csv"),
+            "--set",
+            f"n_epochs={min(args.epochs, 20)}",
+            "--quiet",
+        ],
     ]
     for cmd in commands:
         shown = " ".join(["pybridge"] + cmd[3:]).replace(str(data) + "/", "").replace(str(out) + "/", "")
@@ -152,8 +213,11 @@ def main(argv=None) -> int:
         subprocess.run(cmd, check=True)
     print(pd.read_csv(out / "query_jind.csv", index_col=0).head(3).to_string())
     # a bad input exits with status 2 and one line saying what to fix
-    bad = subprocess.run(exe + ["annotate", "--reference", str(ref_file), "--query", str(query_file),
-                                "--labels-key", "celltype"], capture_output=True, text=True)
+    bad = subprocess.run(
+        exe + ["annotate", "--reference", str(ref_file), "--query", str(query_file), "--labels-key", "celltype"],
+        capture_output=True,
+        text=True,
+    )
     print(f"$ pybridge annotate ... --labels-key celltype   -> exit {bad.returncode}: {bad.stderr.strip()}")
 
     # ------------------------------------------------------------------ Seurat .rds through rpy2
@@ -163,6 +227,7 @@ def main(argv=None) -> int:
         return 0
     try:
         import pybridge.r as pr
+
         rds = Path(pr._rpy2()[1].r('system.file("extdata", "panc8_small.rds", package = "pybridge")')[0])
     except Exception as err:  # R, rpy2 or the R package missing
         print(f"skipped: {err}")

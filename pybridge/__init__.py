@@ -3,20 +3,24 @@
 Functional API: :func:`pybridge.scnym`; estimators: :class:`pybridge.ScNym`;
 any saved model: :func:`pybridge.load`.
 """
+
 __version__ = "0.1.0"
 
 from . import data, rejection
 from ._settings import settings
-from .api import scnym
-from .api import jind
-from .api import itclust
-from .api import cicl
-from .api import nmf_transfer
-from .models import ScNym, ScNymConfig
-from .models import JIND, JINDConfig
-from .models import ItClust, ItClustConfig
-from .models import CICL, CICLConfig
-from .models import NMFTransfer, NMFTransferConfig
+from .api import cicl, itclust, jind, nmf_transfer, scnym
+from .models import (
+    CICL,
+    JIND,
+    CICLConfig,
+    ItClust,
+    ItClustConfig,
+    JINDConfig,
+    NMFTransfer,
+    NMFTransferConfig,
+    ScNym,
+    ScNymConfig,
+)
 from .models._registry import load
 from .result import AnnotationResult, ClusteringResult
 

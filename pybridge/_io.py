@@ -10,6 +10,7 @@ versions; a newer format is an error that says to upgrade. ``pybridge.json``
 also lists every tensor's name and shape, so a weights file that was swapped or
 edited is refused before any state dict is built.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,9 @@ def read_meta(path, method: str | None = None, *, warn: bool = True) -> dict:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in {".pkl", ".pt", ".pth", ".pickle", ".bin"})
         extra = (
             f" It holds {', '.join(pickles)}: pybridge never loads pickled files, since unpickling can run "
-            "arbitrary code." if pickles else ""
+            "arbitrary code."
+            if pickles
+            else ""
         )
         raise ValueError(
             f"{str(path)!r} is not a pybridge model directory: it needs {META} and {WEIGHTS}.{extra} "
@@ -102,8 +105,7 @@ def read_meta(path, method: str | None = None, *, warn: bool = True) -> dict:
         )
     if method is not None and meta.get("method") != method:
         raise ValueError(
-            f"{str(path)!r} holds a {meta.get('method')!r} model, not {method!r}; "
-            f"load it with the matching estimator."
+            f"{str(path)!r} holds a {meta.get('method')!r} model, not {method!r}; load it with the matching estimator."
         )
     written_by = meta.get("pybridge_version")
     if warn and written_by != _version():
@@ -117,8 +119,9 @@ def read_meta(path, method: str | None = None, *, warn: bool = True) -> dict:
     return meta
 
 
-def load_model(path, method: str | None = None, device: str | torch.device = "cpu", *,
-               warn: bool = True) -> tuple[dict, dict]:
+def load_model(
+    path, method: str | None = None, device: str | torch.device = "cpu", *, warn: bool = True
+) -> tuple[dict, dict]:
     """Read a model directory written by :func:`save_model`; returns (tensors, metadata)."""
     path = Path(path).expanduser()
     meta = read_meta(path, method, warn=warn)
@@ -160,7 +163,7 @@ def _version() -> str:
 def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries ``prefix.<name>`` as a state dict ``{name: tensor}``."""
     p = prefix + "."
-    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
 
 
 def join_states(**states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

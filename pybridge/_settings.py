@@ -4,6 +4,7 @@ Nothing here configures logging handlers at import time; the CLI (and users)
 decide where messages go. ``settings.verbose`` is only the *default* for the
 ``verbose=`` argument of the public functions.
 """
+
 from __future__ import annotations
 
 import logging

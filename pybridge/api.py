@@ -10,20 +10,21 @@ Every method has two layers:
 * the public function (``pybridge.scnym`` ...) that computes and writes the
   result into the AnnData under ``key_added``.
 """
+
 from __future__ import annotations
 
 import inspect
 import time
 
 from ._settings import logger
-from .models import ScNym
-from .result import check_key
-from .models.jind import JIND
-from .models.itclust import ItClust
-from .models.cicl import CICL
-from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
-from .models._registry import MethodInfo, get_method, methods, register  # noqa: F401 (get_method, methods: re-exported)
 from .data import check_anndata, check_counts, check_names, gene_overlap, get_labels
+from .models import ScNym
+from .models._registry import MethodInfo, get_method, methods, register  # noqa: F401 (get_method, methods: re-exported)
+from .models.cicl import CICL
+from .models.itclust import ItClust
+from .models.jind import JIND
+from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
+from .result import check_key
 
 
 def _check_inputs(query, reference=None, *, what: str = "query") -> None:
@@ -60,8 +61,9 @@ def compute_scnym(
     _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = ScNym(seed=seed, device=device, verbose=verbose, **config_overrides)
-    model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer,
-              domain_key=domain_key)
+    model.fit(
+        reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer, domain_key=domain_key
+    )
     result = model.predict(query, layer=layer)
     result.params["timings"]["total_s"] = time.perf_counter() - t0
     logger.info("scnym: annotated %d cells in %.1fs", query.n_obs, time.perf_counter() - t0)
@@ -93,8 +95,18 @@ def scnym(
     """
     _check_inputs(query, reference)
     check_key(query, key_added, "scnym", warn=False)  # fail before training, not after
-    result = compute_scnym(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
-                           domain_key=domain_key, seed=seed, device=device, verbose=verbose, **config_overrides)
+    result = compute_scnym(
+        query,
+        reference,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        domain_key=domain_key,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     return result.to_adata(query, key_added, copy=copy)
 
 
@@ -110,7 +122,10 @@ def compute_jind(
     verbose: bool | None = None,
     **config_overrides,
 ):
-    """Train JIND on ``reference``, align ``query`` to it (and JIND+ with ``jind_plus=True``); return its AnnotationResult."""
+    """Train JIND on ``reference`` and align ``query`` to it (JIND+ with ``jind_plus=True``).
+
+    Returns the query's AnnotationResult.
+    """
     _check_inputs(query, reference)
     t0 = time.perf_counter()
     model = JIND(seed=seed, device=device, verbose=verbose, **config_overrides)
@@ -122,8 +137,9 @@ def compute_jind(
     model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer)
     result = model.predict(query, layer=layer)
     result.params["timings"]["total_s"] = time.perf_counter() - t0
-    logger.info("jind: annotated %d cells in %.1fs (stage %s)", query.n_obs, time.perf_counter() - t0,
-                result.params["stage"])
+    logger.info(
+        "jind: annotated %d cells in %.1fs (stage %s)", query.n_obs, time.perf_counter() - t0, result.params["stage"]
+    )
     return result
 
 
@@ -154,8 +170,17 @@ def jind(
     """
     _check_inputs(query, reference)
     check_key(query, key_added, "jind", warn=False)  # fail before training, not after
-    result = compute_jind(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
-                          seed=seed, device=device, verbose=verbose, **config_overrides)
+    result = compute_jind(
+        query,
+        reference,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     return result.to_adata(query, key_added, copy=copy)
 
 
@@ -185,8 +210,13 @@ def compute_itclust(
     _check_gene_names(reference, query, upper=model.config.case_insensitive_genes)
     result = model.fit_predict(reference, query, labels_key=labels_key, layer=reference_layer, query_layer=layer)
     result.params["timings"]["total_s"] = time.perf_counter() - t0
-    logger.info("itclust: %d cells in %d clusters (%d flagged as possible new types) in %.1fs", query.n_obs,
-                len(set(result.clusters)), int(result.flagged.sum()), time.perf_counter() - t0)
+    logger.info(
+        "itclust: %d cells in %d clusters (%d flagged as possible new types) in %.1fs",
+        query.n_obs,
+        len(set(result.clusters)),
+        int(result.flagged.sum()),
+        time.perf_counter() - t0,
+    )
     return result
 
 
@@ -218,10 +248,18 @@ def itclust(
     """
     _check_inputs(query, reference)
     check_key(query, key_added, "itclust", warn=False)
-    result = compute_itclust(query, reference, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
-                             seed=seed, device=device, verbose=verbose, **config_overrides)
+    result = compute_itclust(
+        query,
+        reference,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     return result.to_adata(query, key_added, copy=copy)
-
 
 
 def compute_cicl(
@@ -276,9 +314,18 @@ def cicl(
     """
     _check_inputs(adata, what="data")
     check_key(adata, key_added, "cicl", warn=False)
-    result = compute_cicl(adata, n_clusters=n_clusters, reference=reference, layer=layer, seed=seed, device=device,
-                          verbose=verbose, **config_overrides)
+    result = compute_cicl(
+        adata,
+        n_clusters=n_clusters,
+        reference=reference,
+        layer=layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     return result.to_adata(adata, key_added, copy=copy)
+
 
 def compute_nmf_transfer(
     adata,
@@ -311,9 +358,18 @@ def compute_nmf_transfer(
         if labels_key is not None:
             get_labels(reference, labels_key, what="reference")
         _check_gene_names(reference, adata)
-    result = run_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key, layer=layer,
-                              reference_layer=reference_layer, seed=seed, device=device, verbose=verbose,
-                              **config_overrides)
+    result = run_nmf_transfer(
+        adata,
+        reference=reference,
+        n_clusters=n_clusters,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     result.params["timings"]["total_s"] = time.perf_counter() - t0
     return result
 
@@ -353,16 +409,34 @@ def nmf_transfer(
     """
     _check_inputs(adata, reference)
     check_key(adata, key_added, "nmf_transfer", warn=False)
-    result = compute_nmf_transfer(adata, reference=reference, n_clusters=n_clusters, labels_key=labels_key,
-                                  layer=layer, reference_layer=reference_layer, seed=seed, device=device,
-                                  verbose=verbose, **config_overrides)
+    result = compute_nmf_transfer(
+        adata,
+        reference=reference,
+        n_clusters=n_clusters,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
     return result.to_adata(adata, key_added, copy=copy)
 
 
 register(MethodInfo("scnym", "annotation", "required", ScNym, compute_scnym))
 register(MethodInfo("jind", "annotation", "required", JIND, compute_jind))
-register(MethodInfo("itclust", "clustering", "required", ItClust, compute_itclust, maps_types=True,
-                    extra_fields=("cell_score", "raw_cell_types")))
+register(
+    MethodInfo(
+        "itclust",
+        "clustering",
+        "required",
+        ItClust,
+        compute_itclust,
+        maps_types=True,
+        extra_fields=("cell_score", "raw_cell_types"),
+    )
+)
 register(MethodInfo("cicl", "clustering", "none", CICL, compute_cicl))
 register(MethodInfo("nmf_transfer", "clustering", "optional", NMFTransfer, compute_nmf_transfer, maps_types=True))
 

@@ -9,6 +9,7 @@ Method options go through ``--set key=value`` (repeatable), e.g.
 ``--set reject=true --set n_epochs=100``. Bad input exits with status 2
 and a one-line reason; ``--quiet`` silences progress output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,7 +92,9 @@ def write_output(adata, result, key_added: str, out: str | None, csv: str | None
             from .r import write_result_rds
 
             if source is None or not _is_rds(source):
-                raise CLIError("--out *.rds needs the query to be an .rds file too (the annotated object is written back)")
+                raise CLIError(
+                    "--out *.rds needs the query to be an .rds file too (the annotated object is written back)"
+                )
             _atomic(out, lambda p: write_result_rds(source, p, result, key_added))
         else:
             result.to_adata(adata, key_added)
@@ -108,8 +111,10 @@ def check_output(adata, key_added: str, method: str, out: str | None, source: st
             raise CLIError("--out *.rds needs the query to be an .rds file too (the annotated object is written back)")
         return  # the R package checks the object's names when it stores the result
     if Path(out).suffix.lower() != ".h5ad":
-        raise CLIError(f"--out {out!r}: the annotated data are written as .h5ad (or .rds for an .rds input); "
-                       "name the file *.h5ad, and use --csv for a table of labels and confidences")
+        raise CLIError(
+            f"--out {out!r}: the annotated data are written as .h5ad (or .rds for an .rds input); "
+            "name the file *.h5ad, and use --csv for a table of labels and confidences"
+        )
     from .result import check_key
 
     check_key(adata, key_added, method, warn=False)
@@ -188,8 +193,15 @@ def _run(args) -> None:
         query = read_input(args.query, "query")
         info = get_method(args.method)
         check_output(query, args.key_added or args.method, args.method, args.out, args.query)
-        result = info.compute(query, reference, labels_key=args.labels_key, layer=args.layer,
-                         reference_layer=args.reference_layer, **common, **options)
+        result = info.compute(
+            query,
+            reference,
+            labels_key=args.labels_key,
+            layer=args.layer,
+            reference_layer=args.reference_layer,
+            **common,
+            **options,
+        )
         write_output(query, result, args.key_added or args.method, args.out, args.csv, args.query)
         _summary(result)
     elif args.command == "train":

@@ -18,6 +18,7 @@ it (:func:`query_distance_thresholds`). A cell of a type the reference lacks can
 be assigned to a known class with high probability and still lie far from every
 reference cell.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def knn_distances(points: np.ndarray, bank: np.ndarray, k: int, *, leave_one_out: bool = False,
-                  chunk: int = 1024) -> np.ndarray:
+def knn_distances(
+    points: np.ndarray, bank: np.ndarray, k: int, *, leave_one_out: bool = False, chunk: int = 1024
+) -> np.ndarray:
     """Mean Euclidean distance from each row of ``points`` to its ``k`` nearest rows of ``bank``.
 
     ``leave_one_out``: ``points`` is ``bank`` itself and each row's zero distance to itself is skipped.
@@ -100,15 +102,16 @@ def knn_distances(points: np.ndarray, bank: np.ndarray, k: int, *, leave_one_out
     P = np.asarray(points, dtype=np.float32)
     out = np.empty(P.shape[0], dtype=np.float64)
     for s in range(0, P.shape[0], chunk):
-        d = torch.cdist(torch.as_tensor(P[s:s + chunk]), B)
+        d = torch.cdist(torch.as_tensor(P[s : s + chunk]), B)
         if leave_one_out:
             d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
-        out[s:s + chunk] = d.topk(k_eff, dim=1, largest=False).values.mean(1).double().numpy()
+        out[s : s + chunk] = d.topk(k_eff, dim=1, largest=False).values.mean(1).double().numpy()
     return out
 
 
-def distance_thresholds(bank: np.ndarray, codes: np.ndarray, n_classes: int, k: int,
-                        outlier_fraction: float = 0.05) -> np.ndarray:
+def distance_thresholds(
+    bank: np.ndarray, codes: np.ndarray, n_classes: int, k: int, outlier_fraction: float = 0.05
+) -> np.ndarray:
     """Per-class thresholds on the k-NN distance to the reference, from the reference itself.
 
     Each reference cell's leave-one-out distance to its ``k`` nearest other reference cells is
@@ -127,8 +130,9 @@ def distance_thresholds(bank: np.ndarray, codes: np.ndarray, n_classes: int, k: 
     return tau
 
 
-def query_distance_thresholds(distances: np.ndarray, predicted: np.ndarray, n_classes: int,
-                              nmads: float = 3.0, min_cells: int = 3) -> np.ndarray:
+def query_distance_thresholds(
+    distances: np.ndarray, predicted: np.ndarray, n_classes: int, nmads: float = 3.0, min_cells: int = 3
+) -> np.ndarray:
     """Per-class outlier thresholds on the query's own k-NN distances: median + ``nmads`` MADs.
 
     The cells predicted as class c form the sample (MAD scaled by 1.4826 to match a normal

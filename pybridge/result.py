@@ -13,6 +13,7 @@ clustering: ``obs[key]`` (categorical cluster id), ``obs[key_confidence]``,
 ``obs[key_cell_type]`` (mapped type where the method has one),
 ``obsm[key_probabilities]`` (soft assignment), ``obsm[X_key]``, ``uns[key]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,8 +104,10 @@ class AnnotationResult:
         _check_obs_names(adata, self.obs_names)
         check_key(adata, key, self.method)
         categories = list(self.classes) + ([UNASSIGNED] if self.rejection and UNASSIGNED not in self.classes else [])
-        obs = {key: pd.Categorical(self.labels, categories=categories),
-               f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64)}
+        obs = {
+            key: pd.Categorical(self.labels, categories=categories),
+            f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64),
+        }
         if self.rejection:
             obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
         drop = [f"{key}_raw"] if not self.rejection and f"{key}_raw" in adata.obs.columns and key in adata.uns else []
@@ -145,8 +148,10 @@ class ClusteringResult:
         check_key(adata, key, self.method)
         clusters = np.asarray(self.clusters).astype(str)
         cats = sorted(pd.unique(clusters), key=lambda c: (len(c), c))
-        obs = {key: pd.Categorical(clusters, categories=cats),
-               f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64)}
+        obs = {
+            key: pd.Categorical(clusters, categories=cats),
+            f"{key}_confidence": np.asarray(self.confidence, dtype=np.float64),
+        }
         if self.cell_types is not None:
             obs[f"{key}_cell_type"] = pd.Categorical(np.asarray(self.cell_types, dtype=object))
         obsm = {}

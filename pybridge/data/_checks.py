@@ -3,6 +3,7 @@
 Each check raises ``ValueError`` with a message that says what is wrong and
 how to fix it. Matrices are returned as CSR float32 without densifying.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,16 +34,22 @@ def check_anndata(obj, what: str) -> None:
         return
     kind = "None" if obj is None else type(obj).__name__
     if isinstance(obj, (list, tuple)):
-        hint = ("pass one AnnData; to use several, join them with anndata.concat([...], label='batch') "
-                "(scNym can then take the column as domain_key)")
+        hint = (
+            "pass one AnnData; to use several, join them with anndata.concat([...], label='batch') "
+            "(scNym can then take the column as domain_key)"
+        )
     elif isinstance(obj, (str, bytes, os.PathLike)):
-        hint = ("read the file first: anndata.read_h5ad(path), or pybridge.r.read_rds(path) for a Seurat or "
-                "SingleCellExperiment .rds (the command line takes paths)")
+        hint = (
+            "read the file first: anndata.read_h5ad(path), or pybridge.r.read_rds(path) for a Seurat or "
+            "SingleCellExperiment .rds (the command line takes paths)"
+        )
     elif isinstance(obj, pd.DataFrame):
         hint = "wrap it: anndata.AnnData(df), with cells as rows and genes as columns (raw counts)"
     elif isinstance(obj, np.ndarray) or sp.issparse(obj):
-        hint = ("wrap it with its names: anndata.AnnData(X, obs=pd.DataFrame(index=cells), "
-                "var=pd.DataFrame(index=genes)); genes are matched by name")
+        hint = (
+            "wrap it with its names: anndata.AnnData(X, obs=pd.DataFrame(index=cells), "
+            "var=pd.DataFrame(index=genes)); genes are matched by name"
+        )
     elif hasattr(obj, "mod") and isinstance(getattr(obj, "mod"), dict):
         hint = "pass its RNA modality, e.g. mdata.mod['rna']"
     else:
@@ -145,8 +152,11 @@ def get_counts(adata, layer: str | None = None, *, what: str = "query") -> sp.cs
         raise ValueError(f"{where} holds values too large for float32 (max {raw.max():.3g}); pass raw counts.")
     if data.size and data.max() < 30 and np.any(np.abs(data - np.round(data)) > 1e-3):
         others = [k for k in adata.layers.keys() if k != layer and "count" in str(k).lower()]
-        hint = (f"The {what} has a layer {others[0]!r}: if it holds the raw counts, name it as the layer to use."
-                if others else "Pass the counts layer if you have it.")
+        hint = (
+            f"The {what} has a layer {others[0]!r}: if it holds the raw counts, name it as the layer to use."
+            if others
+            else "Pass the counts layer if you have it."
+        )
         warnings.warn(
             f"{where} looks log-transformed or normalised (non-integer, max {data.max():.3g}); "
             f"pybridge normalises internally and expects raw counts. {hint}",

@@ -5,6 +5,7 @@ zero-filled; query genes the model does not know are dropped. The overlap is
 reported, a low overlap warns and a very low one is an error that points at
 the usual causes (symbols vs Ensembl IDs, case, species).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -26,8 +27,9 @@ def _id_kind(names: pd.Index) -> str:
     return "Ensembl IDs" if ens > len(sample) / 2 else "gene symbols"
 
 
-def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index, what: str = "query",
-                  model_role: str = "reference/model") -> str:
+def _overlap_hint(
+    model_genes: pd.Index, query_genes: pd.Index, what: str = "query", model_role: str = "reference/model"
+) -> str:
     hints = []
     kq, km = _id_kind(query_genes), _id_kind(model_genes)
     if kq != km:
@@ -42,8 +44,15 @@ def _overlap_hint(model_genes: pd.Index, query_genes: pd.Index, what: str = "que
     return ("; ".join(hints) + ".") if hints else "check that both use the same gene identifiers and species."
 
 
-def gene_overlap(model_genes, query_genes, *, what: str = "query", check: bool = True, warn: bool = True,
-                 model_role: str = "reference/model") -> dict:
+def gene_overlap(
+    model_genes,
+    query_genes,
+    *,
+    what: str = "query",
+    check: bool = True,
+    warn: bool = True,
+    model_role: str = "reference/model",
+) -> dict:
     """How many of ``model_genes`` the ``query_genes`` hold; an error below the floor, a warning below 80 %.
 
     ``what`` names the side whose genes are looked up and ``model_role`` the side
@@ -87,9 +96,7 @@ def align_columns(X: sp.csr_matrix, genes, target_genes) -> sp.csr_matrix:
         return X
     pos = target_genes.get_indexer(genes)  # where each source column goes, -1 = dropped
     src = np.flatnonzero(pos >= 0)
-    sel = sp.csr_matrix(
-        (np.ones(len(src), dtype=X.dtype), (src, pos[src])), shape=(len(genes), len(target_genes))
-    )
+    sel = sp.csr_matrix((np.ones(len(src), dtype=X.dtype), (src, pos[src])), shape=(len(genes), len(target_genes)))
     out = (X @ sel).tocsr()
     out.sort_indices()
     return out

@@ -1,4 +1,5 @@
 """Minibatches from a sparse CSR matrix, densified one batch at a time."""
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -1,4 +1,5 @@
 """Sparse-preserving normalisation helpers shared by the methods."""
+
 from __future__ import annotations
 
 import warnings
@@ -39,8 +40,9 @@ class ZScore:
     dividing (CICL's form; the two differ in the last bit of float32).
     """
 
-    def __init__(self, mean: np.ndarray, sd: np.ndarray, device, clip: float | None = None, *,
-                 reciprocal: bool = False):
+    def __init__(
+        self, mean: np.ndarray, sd: np.ndarray, device, clip: float | None = None, *, reciprocal: bool = False
+    ):
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.reciprocal = reciprocal
         scale = 1.0 / np.asarray(sd) if reciprocal else sd
@@ -131,8 +133,9 @@ def normalized_dispersion(X: sp.csr_matrix, n_bins: int = 20, *, logged: bool = 
         return (disp - bin_mean) / bin_std
 
 
-def seurat_dispersion_hvg(X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, logged: bool = False,
-                          finite_only: bool = False) -> np.ndarray:
+def seurat_dispersion_hvg(
+    X: sp.csr_matrix, n_top: int, n_bins: int = 20, *, logged: bool = False, finite_only: bool = False
+) -> np.ndarray:
     """Indices (sorted) of the ``n_top`` genes with the highest :func:`normalized_dispersion`.
 
     ``X`` holds normalised data (``log1p`` of it with ``logged=True``). Genes with a NaN score come last (with
@@ -151,8 +154,9 @@ def top_by_score(score: np.ndarray, n_top: int, finite_only: bool) -> np.ndarray
     return np.sort(order[:n_top])
 
 
-def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: int = 1000,
-              chunk: int = 256) -> np.ndarray:
+def loess_fit(
+    x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: int = 1000, chunk: int = 256
+) -> np.ndarray:
     """Fitted values of a local quadratic regression of ``y`` on ``x``: R's ``loess(y ~ x, span = span)``.
 
     A local fit at a point uses its ``floor(span * n)`` nearest neighbours in ``x``, tricube-weighted by the
@@ -190,13 +194,17 @@ def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, *, max_direct: in
         # weighted least squares on (1, d, d^2) centred at the point: intercept = value, linear term = slope
         D = np.stack([np.ones_like(d), d, d * d], axis=2)
         WD = D * w[..., None]
-        coef = np.einsum("cij,cj->ci", np.linalg.pinv(np.einsum("cqi,cqj->cij", WD, D), rcond=1e-10),
-                         np.einsum("cqi,cq->ci", WD, ys[win]))
+        coef = np.einsum(
+            "cij,cj->ci",
+            np.linalg.pinv(np.einsum("cqi,cqj->cij", WD, D), rcond=1e-10),
+            np.einsum("cqi,cq->ci", WD, ys[win]),
+        )
         value[idx], slope[idx] = coef[:, 0], coef[:, 1]
     if at is ux:
         fitted = value[np.searchsorted(at, xs)]
     else:
         from scipy.interpolate import CubicHermiteSpline
+
         fitted = CubicHermiteSpline(at, value, slope)(xs)
     out = np.empty(n)
     out[order] = fitted

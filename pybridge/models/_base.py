@@ -21,6 +21,7 @@ A subclass sets ``method`` and ``config_cls`` and implements ``fit``, its
 prediction, ``_state`` (tensors to save), ``_meta`` (JSON metadata to save) and
 ``_load_state`` (restore both).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -122,7 +123,9 @@ class Estimator:
 
     def _check_fitted(self) -> None:
         if not self._is_fitted():
-            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call {self._fit_hint} or load(dir) first.")
+            raise RuntimeError(
+                f"This {type(self).__name__} is not fitted yet; call {self._fit_hint} or load(dir) first."
+            )
 
     def _base_params(self) -> dict:
         """Provenance every result carries first: the config, the seed and the device."""
@@ -324,6 +327,3 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-

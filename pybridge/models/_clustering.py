@@ -1,5 +1,6 @@
 """Clustering pieces shared by the clustering methods: k-means (one set, or many sets at once),
 cluster ids ordered by size, the Student-t kernel and estimating the number of clusters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,16 @@ def student_t(h: torch.Tensor, centers: torch.Tensor, alpha: float = 1.0) -> tor
     return torch.softmax(logits, dim=1)
 
 
-def kmeans(x: torch.Tensor, k: int, *, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
-           generator: torch.Generator, init: torch.Tensor | None = None):
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    *,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    generator: torch.Generator,
+    init: torch.Tensor | None = None,
+):
     """K-means (k-means++ seeding, Lloyd iterations) on ``x``'s device.
 
     Returns (labels, centers, inertia) of the best of ``n_init`` runs. All random
@@ -67,8 +76,11 @@ def _kmeanspp(x, x_sq, k, generator):
             nxt = int(torch.randint(n, (1,), generator=generator))
         else:
             r = float(torch.rand((1,), generator=generator)) * total
-            nxt = int(torch.searchsorted(torch.cumsum(d2.double(), 0), torch.tensor([r], dtype=torch.float64,
-                                                                                     device=x.device)))
+            nxt = int(
+                torch.searchsorted(
+                    torch.cumsum(d2.double(), 0), torch.tensor([r], dtype=torch.float64, device=x.device)
+                )
+            )
             nxt = min(nxt, n - 1)
         centers.append(x[nxt])
         d2 = torch.minimum(d2, (x_sq - 2 * x @ x[nxt] + x_sq[nxt]).clamp_min(0))
@@ -129,7 +141,8 @@ def kmeans_batched(X: torch.Tensor, k: int, n_init: int, max_iter: int, generato
     def assign(C):
         # ||c||^2 - 2 x.c for all starts at once: (b, n, r, k); ||x||^2 does not change the argmin
         part = (C * C).sum(-1)[:, None] - 2.0 * torch.bmm(X, C.reshape(b, n_init * k, d).transpose(1, 2)).view(
-            b, n, n_init, k)
+            b, n, n_init, k
+        )
         return part.min(-1)
 
     labels = None
@@ -150,9 +163,17 @@ def kmeans_batched(X: torch.Tensor, k: int, n_init: int, max_iter: int, generato
 
 
 # ============================================================================ estimating K
-def estimate_n_clusters(pcs: np.ndarray, *, method: str = "silhouette", k_min: int = 2, k_max: int = 20,
-                        seed: int = 0, n_init: int = 10, n_neighbors: int = 15,
-                        max_cells: int = 5000) -> tuple[int, dict[int, float]]:
+def estimate_n_clusters(
+    pcs: np.ndarray,
+    *,
+    method: str = "silhouette",
+    k_min: int = 2,
+    k_max: int = 20,
+    seed: int = 0,
+    n_init: int = 10,
+    n_neighbors: int = 15,
+    max_cells: int = 5000,
+) -> tuple[int, dict[int, float]]:
     """Estimate the number of clusters from principal-component scores ``pcs`` (cells x PCs).
 
     ``"silhouette"``: K-means for each K in ``[k_min, k_max]``; K with the largest

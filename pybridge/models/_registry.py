@@ -5,6 +5,7 @@ shared base), its compute and public functions in ``api.py``, and one
 :func:`register` call there; everything that lists, dispatches or loads
 methods reads this registry.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -50,8 +51,17 @@ class MethodInfo:
             names.append(f"{key}_cell_type")
         return names + [f"{key}_cell_type_raw" if f == "raw_cell_types" else f"{key}_{f}" for f in self.extra_fields]
 
-    def fit(self, estimator, reference=None, query=None, *, labels_key: str | None = "cell_type",
-            layer: str | None = None, query_layer: str | None = None, **fit_options):
+    def fit(
+        self,
+        estimator,
+        reference=None,
+        query=None,
+        *,
+        labels_key: str | None = "cell_type",
+        layer: str | None = None,
+        query_layer: str | None = None,
+        **fit_options,
+    ):
         """Fit ``estimator`` (an instance of :attr:`estimator`) on what this method learns from.
 
         A method without a reference learns from the data it clusters (``query``);
@@ -62,8 +72,9 @@ class MethodInfo:
         params = inspect.signature(estimator.fit).parameters
         if self.reference == "none":
             if reference is not None:
-                raise ValueError(f"{self.name} is unsupervised and takes no reference; it learns from the data "
-                                 "it clusters.")
+                raise ValueError(
+                    f"{self.name} is unsupervised and takes no reference; it learns from the data it clusters."
+                )
             if query is None:
                 raise ValueError(f"{self.name} learns from the data it clusters: pass that data as the query.")
             return estimator.fit(query, layer=query_layer, **fit_options)

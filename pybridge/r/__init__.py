@@ -33,6 +33,7 @@ Importing this package never imports rpy2: inside an R session hosted by
 reticulate that import would start a second R. rpy2 is imported by the
 functions that need it.
 """
+
 from __future__ import annotations
 
 # every name of the former pybridge/r.py, the private ones too (the tests and examples use

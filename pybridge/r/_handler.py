@@ -16,6 +16,7 @@ never a Python object that R would have to keep alive; R's ``store.R`` writes
 it into the Seurat or SingleCellExperiment object. Methods are looked up in the
 registry (:mod:`pybridge.models._registry`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,11 @@ def _adata_from_matrix_payload(p: dict):
         if len(meta) != len(obs_names):
             raise ValueError("internal: metadata rows do not match the cells.")
         for col in meta.columns:
-            obs[str(col)] = meta[col].to_numpy() if not isinstance(meta[col].dtype, pd.CategoricalDtype) \
+            obs[str(col)] = (
+                meta[col].to_numpy()
+                if not isinstance(meta[col].dtype, pd.CategoricalDtype)
                 else pd.Categorical(meta[col].astype(object), categories=meta[col].cat.categories)
+            )
     var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,7 +105,9 @@ def _dataset(p, what: str):
         try:
             return ad.read_h5ad(path)
         except Exception as err:  # h5py raises many types for non-h5ad files
-            raise ValueError(f"Could not read the {what} {str(path)!r} as .h5ad ({type(err).__name__}: {err}).") from None
+            raise ValueError(
+                f"Could not read the {what} {str(path)!r} as .h5ad ({type(err).__name__}: {err})."
+            ) from None
     if kind == "model":
         return ("model", str(p["path"]))
     raise ValueError(f"internal: unknown {what} kind {kind!r}.")
@@ -199,8 +205,11 @@ def run_from_r(request: dict) -> dict:
         try:
             out = _dispatch(request)
         except Exception as err:  # everything goes back to R as an R error
-            out = {"error": _python_error_text(err), "error_type": type(err).__name__,
-                   "traceback": traceback.format_exc()}
+            out = {
+                "error": _python_error_text(err),
+                "error_type": type(err).__name__,
+                "traceback": traceback.format_exc(),
+            }
     seen, msgs = set(), []
     for w in caught:
         # pybridge's own warnings (plain UserWarning); library chatter (anndata's
@@ -254,7 +263,9 @@ def _dispatch(request: dict) -> dict:
 
     if task == "train":
         if info.reference != "none" and (reference is None or isinstance(reference, tuple)):
-            raise ValueError("Training needs a labelled reference dataset (a Seurat object, SingleCellExperiment or .h5ad file).")
+            raise ValueError(
+                "Training needs a labelled reference dataset (a Seurat object, SingleCellExperiment or .h5ad file)."
+            )
         options, fit_options = split_fit_options(est_cls, options)
         model = est_cls(seed=seed, device=device, verbose=verbose, **options)
         info.fit(model, reference, query, labels_key=labels_key or "cell_type", **fit_options)
@@ -266,8 +277,9 @@ def _dispatch(request: dict) -> dict:
             "path": str(path.resolve()),
             "classes": np.asarray(model.classes_, dtype=str),
             "n_genes": int(len(model.genes_)),
-            "params_json": _to_json({"config": dataclasses.asdict(model.config), "seed": seed,
-                                     "training": model.fit_info_}),
+            "params_json": _to_json(
+                {"config": dataclasses.asdict(model.config), "seed": seed, "training": model.fit_info_}
+            ),
         }
 
     if query is None or isinstance(query, tuple):
@@ -289,8 +301,15 @@ def _dispatch(request: dict) -> dict:
         elif reference is None:
             raise ValueError("A reference is needed: a labelled object, an .h5ad file or a saved model directory.")
         else:
-            result = compute(query, reference, labels_key=labels_key or "cell_type", seed=seed, device=device,
-                             verbose=verbose, **options)
+            result = compute(
+                query,
+                reference,
+                labels_key=labels_key or "cell_type",
+                seed=seed,
+                device=device,
+                verbose=verbose,
+                **options,
+            )
     elif task == "cluster":
         if isinstance(reference, tuple):
             raise ValueError(f"{method!r} does not take a saved model as reference.")
@@ -321,9 +340,17 @@ def _echo(request: dict) -> dict:
     probs = np.full((n, k), 1.0 / k)
     labels = np.asarray([classes[0]] * n, dtype=object)
     n_dims = int((request.get("options") or {}).get("n_dims", 256)) if isinstance(request.get("options"), dict) else 256
-    result = AnnotationResult(obs_names=query.obs_names, classes=classes, probabilities=probs, labels=labels,
-                              raw_labels=labels, confidence=probs.max(axis=1), embedding=np.zeros((n, n_dims)),
-                              method="echo", params={"timings": {"total_s": 0.0}})
+    result = AnnotationResult(
+        obs_names=query.obs_names,
+        classes=classes,
+        probabilities=probs,
+        labels=labels,
+        raw_labels=labels,
+        confidence=probs.max(axis=1),
+        embedding=np.zeros((n, n_dims)),
+        method="echo",
+        params={"timings": {"total_s": 0.0}},
+    )
     return result_to_dict(result)
 
 
@@ -386,11 +413,12 @@ def result_to_dict(result) -> dict:
             "cluster_levels": np.asarray(sorted(pd.unique(clusters), key=lambda c: (len(c), c)), dtype=str),
             "score": np.asarray(result.confidence, dtype=np.float64),
             "cell_types": None if result.cell_types is None else np.asarray(result.cell_types, dtype=str),
-            "probabilities": None if result.probabilities is None else np.asarray(result.probabilities, dtype=np.float64),
+            "probabilities": None
+            if result.probabilities is None
+            else np.asarray(result.probabilities, dtype=np.float64),
             "embedding": emb,
             "cluster_map_json": _to_json({str(k): str(v) for k, v in (result.cluster_map or {}).items()}),
             "extra": extra or None,
             "params_json": _to_json(result.params),
         }
     raise TypeError(f"internal: cannot send a {type(result).__name__} to R.")
-

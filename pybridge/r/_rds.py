@@ -5,6 +5,7 @@
 package's own store code, and save it) and :func:`annotate_rds` (both, around a
 method). The R package must be installed in the R that rpy2 runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,8 +55,9 @@ def read_rds(path, *, assay: str | None = None):
     return adata
 
 
-def write_result_rds(source_rds, out_rds, result, key_added: str | None = None, *,
-                     function: str = "pybridge.write_result_rds"):
+def write_result_rds(
+    source_rds, out_rds, result, key_added: str | None = None, *, function: str = "pybridge.write_result_rds"
+):
     """Write ``result`` into the R object saved in ``source_rds`` and save it as ``out_rds``.
 
     Uses the R package's own store code, so the columns, reduction, assay or
@@ -72,9 +74,19 @@ def write_result_rds(source_rds, out_rds, result, key_added: str | None = None, 
     return Path(out_rds)
 
 
-def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels_key: str = "cell_type",
-                 key_added: str | None = None, seed: int = 0, device: str = "auto", verbose: bool | None = None,
-                 **options):
+def annotate_rds(
+    query_rds,
+    reference,
+    out_rds,
+    *,
+    method: str = "scnym",
+    labels_key: str = "cell_type",
+    key_added: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **options,
+):
     """Annotate the Seurat/SCE object in ``query_rds`` and save it, with the new metadata, as ``out_rds``.
 
     ``reference`` may be an ``.rds`` file (Seurat/SCE), an ``.h5ad`` file, an
@@ -95,7 +107,8 @@ def annotate_rds(query_rds, reference, out_rds, *, method: str = "scnym", labels
         if isinstance(reference, (str, Path)):
             reference = read_rds(reference) if str(reference).lower().endswith(".rds") else ad.read_h5ad(reference)
         # one calling convention for every method: compute(query, reference=None, **options)
-        result = info.compute(query, reference=reference, labels_key=labels_key, seed=seed, device=device,
-                              verbose=verbose, **options)
+        result = info.compute(
+            query, reference=reference, labels_key=labels_key, seed=seed, device=device, verbose=verbose, **options
+        )
     write_result_rds(query_rds, out_rds, result, key_added or method, function="pybridge.annotate_rds")
     return result

@@ -14,6 +14,7 @@ session (reticulate >= 1.31), where rpy2 attaches to the running R.
 
 rpy2 is imported only inside the functions that need it (see :mod:`pybridge.r`).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -142,8 +143,10 @@ def _callback(request):
         out = run_from_r(req)
         out["anndata2ri_s"] = convert_s
     except KeyboardInterrupt:  # Ctrl+C while R waits on Python: R signals an interrupt (R/python.R)
-        out = {"error": "Interrupted in Python (KeyboardInterrupt); the object was not changed.",
-               "error_type": "KeyboardInterrupt"}
+        out = {
+            "error": "Interrupted in Python (KeyboardInterrupt); the object was not changed.",
+            "error_type": "KeyboardInterrupt",
+        }
     except Exception as err:
         out = {"error": _python_error_text(err), "error_type": type(err).__name__, "traceback": traceback.format_exc()}
     try:

@@ -1,4 +1,5 @@
 """Seeding, early stopping, history, progress bars and timing."""
+
 from __future__ import annotations
 
 import copy
@@ -131,8 +132,14 @@ def progress(total: int, verbose: bool, desc: str):
     redraws at most every ``QUIET_REDRAW_S`` seconds (plus the final state). Loss values set with
     ``set_postfix`` show at the next redraw.
     """
-    return _Bar(total=total, desc=desc, disable=not verbose, leave=False, dynamic_ncols=True,
-                mininterval=0.1 if _redraws_in_place() else QUIET_REDRAW_S)
+    return _Bar(
+        total=total,
+        desc=desc,
+        disable=not verbose,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.1 if _redraws_in_place() else QUIET_REDRAW_S,
+    )
 
 
 class _Bar(tqdm):

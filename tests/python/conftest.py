@@ -1,4 +1,5 @@
 """Shared fixtures: the real datasets in ../shared/data (skipped when absent) and small slices of them."""
+
 from __future__ import annotations
 
 import gc

@@ -3,6 +3,7 @@ r/test_input_matrix_r.py): tiny data, the smallest settings of each method, and 
 
 Not a test module; importable because pytest puts tests/python (conftest.py's folder) on sys.path.
 """
+
 from __future__ import annotations
 
 import anndata as ad
@@ -18,14 +19,41 @@ METHODS = methods()
 #: the smallest settings each method allows on 48 cells x 80 genes (properties, not accuracy)
 TINY = {
     "scnym": dict(n_epochs=2, min_epochs=1, patience=2, n_hidden=32, batch_size=32),
-    "jind": dict(n_top_genes=80, n_epochs=2, gan_epochs=1, gan_min_steps=1, gan_stop="epochs", n_latent=16,
-                 n_hidden=16, gan_hidden=16),
-    "itclust": dict(layerwise_epochs=3, pretrain_epochs=6, source_epochs=3, maxiter=2, min_genes=5, min_cells=3,
-                    hidden_dims=(16, 8), n_top_genes=80),
-    "cicl": dict(n_clusters=3, n_top_genes=80, n_layers=1, head_dim=16, ffn_dim=32, proj_hidden=32, proj_dim=16,
-                 n_epochs=1, kmeans_n_init=1, kmeans_n_init_train=1),
-    "nmf_transfer": dict(n_clusters=3, gene_filter=False, thetas=(0.5,), nmf_max_iter=50, kmeans_n_init=2,
-                         nmf_refine=False),
+    "jind": dict(
+        n_top_genes=80,
+        n_epochs=2,
+        gan_epochs=1,
+        gan_min_steps=1,
+        gan_stop="epochs",
+        n_latent=16,
+        n_hidden=16,
+        gan_hidden=16,
+    ),
+    "itclust": dict(
+        layerwise_epochs=3,
+        pretrain_epochs=6,
+        source_epochs=3,
+        maxiter=2,
+        min_genes=5,
+        min_cells=3,
+        hidden_dims=(16, 8),
+        n_top_genes=80,
+    ),
+    "cicl": dict(
+        n_clusters=3,
+        n_top_genes=80,
+        n_layers=1,
+        head_dim=16,
+        ffn_dim=32,
+        proj_hidden=32,
+        proj_dim=16,
+        n_epochs=1,
+        kmeans_n_init=1,
+        kmeans_n_init_train=1,
+    ),
+    "nmf_transfer": dict(
+        n_clusters=3, gene_filter=False, thetas=(0.5,), nmf_max_iter=50, kmeans_n_init=2, nmf_refine=False
+    ),
 }
 TYPES = np.array(["A", "B", "C"])
 #: modules whose training loops report progress through ``progress()``: where each estimator class is defined
@@ -50,7 +78,7 @@ def toy(n_cells=48, n_genes=80, seed=0, prefix="c") -> ad.AnnData:
     lab = np.arange(n_cells) % 3
     mu = np.full((3, n_genes), 2.0)
     for t in range(3):
-        mu[t, t * 10:(t + 1) * 10] = 15.0
+        mu[t, t * 10 : (t + 1) * 10] = 15.0
     a = ad.AnnData(sp.csr_matrix(rng.poisson(mu[lab]).astype(np.float32)))
     a.obs_names = [f"{prefix}{i}" for i in range(n_cells)]
     a.var_names = [f"G{j}" for j in range(n_genes)]
@@ -86,8 +114,13 @@ def no_training(monkeypatch):
 
 
 def snapshot(a: ad.AnnData) -> dict:
-    return {"obs": a.obs.copy(), "obsm": dict(a.obsm), "uns": dict(a.uns), "X": None if a.X is None else a.X.copy(),
-            "var_names": a.var_names.copy()}
+    return {
+        "obs": a.obs.copy(),
+        "obsm": dict(a.obsm),
+        "uns": dict(a.uns),
+        "X": None if a.X is None else a.X.copy(),
+        "var_names": a.var_names.copy(),
+    }
 
 
 def assert_unchanged(a: ad.AnnData, before: dict) -> None:

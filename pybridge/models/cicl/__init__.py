@@ -2,10 +2,20 @@
 
 See :mod:`pybridge.models.cicl._model` for the method and its deviations from the paper.
 """
+
 from .._clustering import estimate_n_clusters, kmeans, student_t
 from ._model import CICL, CICLConfig
-from ._module import (CICLEncoder, EncoderLayer, ProjectionHead, cluster_fne, cluster_supcon, info_nce, nt_xent,
-                      ntxent_supcon, similarities)
+from ._module import (
+    CICLEncoder,
+    EncoderLayer,
+    ProjectionHead,
+    cluster_fne,
+    cluster_supcon,
+    info_nce,
+    nt_xent,
+    ntxent_supcon,
+    similarities,
+)
 
 __all__ = [
     "CICL",

@@ -97,6 +97,7 @@ known.
 Measurements behind these defaults (ARI per dataset, seeds, K estimates):
 ``docs/methods/cicl.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -110,14 +111,23 @@ import torch
 
 from ..._io import join_states, split_state
 from ..._settings import logger
-from ...data import (densify, epoch_batches, gene_overlap, get_counts, iter_dense)
+from ...data import densify, epoch_batches, gene_overlap, get_counts, iter_dense
 from ...result import ClusteringResult
 from ...train import History, Timer, make_rng, progress, seed_everything
 from .._base import Clusterer, _version
-from ._module import NORMS, CICLEncoder, ProjectionHead, cluster_fne, cluster_supcon, info_nce, nt_xent, ntxent_supcon, similarities
-from ._preprocess import _Prep, _Scaler, _apply_preprocessing, _fit_preprocessing, _pca_scores
-from .._clustering import size_order, estimate_n_clusters, kmeans, student_t
-
+from .._clustering import estimate_n_clusters, kmeans, size_order, student_t
+from ._module import (
+    NORMS,
+    CICLEncoder,
+    ProjectionHead,
+    cluster_fne,
+    cluster_supcon,
+    info_nce,
+    nt_xent,
+    ntxent_supcon,
+    similarities,
+)
+from ._preprocess import _apply_preprocessing, _fit_preprocessing, _pca_scores, _Prep, _Scaler
 
 _CHOICES = {
     "attention": ("cell", "batch"),
@@ -186,8 +196,21 @@ class CICLConfig:
                 raise ValueError(f"n_clusters must be an integer >= 2 or None (estimate it), not {self.n_clusters!r}.")
             if self.n_clusters < 2:
                 raise ValueError(f"n_clusters must be at least 2, not {self.n_clusters}.")
-        positive = ("n_top_genes", "n_layers", "n_heads", "head_dim", "ffn_dim", "proj_hidden", "proj_dim",
-                    "n_epochs", "kmeans_n_init", "kmeans_n_init_train", "kmeans_max_iter", "n_pcs", "k_neighbors")
+        positive = (
+            "n_top_genes",
+            "n_layers",
+            "n_heads",
+            "head_dim",
+            "ffn_dim",
+            "proj_hidden",
+            "proj_dim",
+            "n_epochs",
+            "kmeans_n_init",
+            "kmeans_n_init_train",
+            "kmeans_max_iter",
+            "n_pcs",
+            "k_neighbors",
+        )
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)!r}.")
@@ -279,9 +302,15 @@ class CICL(Clusterer):
         with timer("estimate_k_s"):
             if cfg.n_clusters is None:
                 pcs = _pca_scores(Xh, _Scaler(self.prep_, "cpu", None), cfg.n_pcs)  # unclipped z-scores
-                k, self.k_scores_ = estimate_n_clusters(pcs, method=cfg.k_estimator, k_min=cfg.k_min,
-                                                        k_max=cfg.k_max, seed=self.seed, n_init=cfg.kmeans_n_init,
-                                                        n_neighbors=cfg.k_neighbors)
+                k, self.k_scores_ = estimate_n_clusters(
+                    pcs,
+                    method=cfg.k_estimator,
+                    k_min=cfg.k_min,
+                    k_max=cfg.k_max,
+                    seed=self.seed,
+                    n_init=cfg.kmeans_n_init,
+                    n_neighbors=cfg.k_neighbors,
+                )
                 logger.info("cicl: estimated %d clusters (%s)", k, cfg.k_estimator)
             else:
                 k = int(cfg.n_clusters)
@@ -296,22 +325,25 @@ class CICL(Clusterer):
             scaler = _Scaler(self.prep_, self.device, self.config.max_value)
             h = self._encode(Xh, scaler)
             gen = torch.Generator().manual_seed(self.seed + 1)
-            labels, centers, inertia = kmeans(h, k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter,
-                                              generator=gen)
+            labels, centers, inertia = kmeans(
+                h, k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, generator=gen
+            )
             perm = size_order(labels.cpu().numpy(), k)
             self.centers_ = centers[torch.as_tensor(np.argsort(perm), device=centers.device)]
             _, q = self._assign(h)
             labels = perm[labels.cpu().numpy()]
-        self.fit_info_.update({
-            "n_cells": int(n),
-            "n_genes_input": int(len(genes)),
-            "n_genes_model": int(len(self.prep_.genes)),
-            "n_clusters": int(k),
-            "n_clusters_estimated": cfg.n_clusters is None,
-            "k_scores": None if self.k_scores_ is None else {str(a): b for a, b in self.k_scores_.items()},
-            "final_inertia": float(inertia),
-            "timings": {**timer.times, "total_s": time.perf_counter() - t0},
-        })
+        self.fit_info_.update(
+            {
+                "n_cells": int(n),
+                "n_genes_input": int(len(genes)),
+                "n_genes_model": int(len(self.prep_.genes)),
+                "n_clusters": int(k),
+                "n_clusters_estimated": cfg.n_clusters is None,
+                "k_scores": None if self.k_scores_ is None else {str(a): b for a, b in self.k_scores_.items()},
+                "final_inertia": float(inertia),
+                "timings": {**timer.times, "total_s": time.perf_counter() - t0},
+            }
+        )
         self.result_ = self._result(adata.obs_names, labels, q, h.cpu().numpy())
         return self
 
@@ -338,25 +370,31 @@ class CICL(Clusterer):
         noise_gen = torch.Generator(device=dev).manual_seed(self.seed)
         km_gen = torch.Generator().manual_seed(self.seed)
         G = Xh.shape[1]
-        enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention,
-                          cfg.norm).to(dev)
+        enc = CICLEncoder(
+            G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention, cfg.norm
+        ).to(dev)
         head = ProjectionHead(G, cfg.proj_hidden, cfg.proj_dim).to(dev)
         self.encoder_, self.head_ = enc, head
-        opt = torch.optim.Adam([
-            {"params": enc.parameters(), "lr": cfg.lr},
-            {"params": head.parameters(), "lr": cfg.proj_lr if cfg.proj_lr is not None else cfg.lr},
-        ], weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(
+            [
+                {"params": enc.parameters(), "lr": cfg.lr},
+                {"params": head.parameters(), "lr": cfg.proj_lr if cfg.proj_lr is not None else cfg.lr},
+            ],
+            weight_decay=cfg.weight_decay,
+        )
         scaler = _Scaler(self.prep_, dev, cfg.max_value)
         fixed_centers = None
         if cfg.pseudo_labels == "once":
             h0 = self._encode(Xh, scaler)
-            _, fixed_centers, _ = kmeans(h0, k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter,
-                                         generator=km_gen)
+            _, fixed_centers, _ = kmeans(
+                h0, k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, generator=km_gen
+            )
         instance = nt_xent if cfg.instance_loss == "ntxent" else info_nce
         cluster = cluster_supcon if cfg.cluster_loss == "supcon" else cluster_fne
         # the default pair of losses in one pass (see ntxent_supcon); needs temperature >= 0.05
-        fused = (cfg.instance_loss, cfg.cluster_loss) == ("ntxent", "supcon") and cfg.lam > 0 \
-            and cfg.temperature >= 0.05
+        fused = (
+            (cfg.instance_loss, cfg.cluster_loss) == ("ntxent", "supcon") and cfg.lam > 0 and cfg.temperature >= 0.05
+        )
         history = History()
         n = Xh.shape[0]
         bar = progress(cfg.n_epochs, self.verbose, "CICL")
@@ -369,8 +407,13 @@ class CICL(Clusterer):
                 with torch.no_grad():
                     h = enc(x)
                     if fixed_centers is None:
-                        _, centers, _ = kmeans(h, min(k, len(idx)), n_init=cfg.kmeans_n_init_train,
-                                               max_iter=cfg.kmeans_max_iter, generator=km_gen)
+                        _, centers, _ = kmeans(
+                            h,
+                            min(k, len(idx)),
+                            n_init=cfg.kmeans_n_init_train,
+                            max_iter=cfg.kmeans_max_iter,
+                            generator=km_gen,
+                        )
                     else:
                         centers = fixed_centers
                     pseudo = student_t(h, centers, cfg.alpha).argmax(1)
@@ -428,8 +471,9 @@ class CICL(Clusterer):
         Xh, overlap = self._prepare(adata, layer)
         h = self._encode(Xh, _Scaler(self.prep_, self.device, self.config.max_value))
         labels, q = self._assign(h)
-        return self._result(adata.obs_names, labels, q, h.cpu().numpy(), overlap=overlap,
-                            predict_s=time.perf_counter() - t0)
+        return self._result(
+            adata.obs_names, labels, q, h.cpu().numpy(), overlap=overlap, predict_s=time.perf_counter() - t0
+        )
 
     def _result(self, obs_names, labels, q, embedding, overlap=None, predict_s=None) -> ClusteringResult:
         params = {
@@ -480,8 +524,12 @@ class CICL(Clusterer):
 
     def _load_state(self, tensors, meta) -> None:
         cfg = self.config
-        self.prep_ = _Prep(pd.Index(meta["genes"]).astype(str), tensors["prep.mean"].numpy(),
-                           tensors["prep.std"].numpy(), float(meta["target_sum"]))
+        self.prep_ = _Prep(
+            pd.Index(meta["genes"]).astype(str),
+            tensors["prep.mean"].numpy(),
+            tensors["prep.std"].numpy(),
+            float(meta["target_sum"]),
+        )
         G = len(self.prep_.genes)
         enc = CICLEncoder(G, cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.ffn_dim, cfg.dropout, cfg.attention, cfg.norm)
         head = ProjectionHead(G, cfg.proj_hidden, cfg.proj_dim)

@@ -1,11 +1,10 @@
 """CICL's networks (transformer encoder, projection head) and contrastive losses: tensors only."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 #: where the layer norm sits in each encoder block
 NORMS = ("post", "pre", "none")
@@ -27,8 +26,16 @@ class EncoderLayer(nn.Module):
     ``"none"``: ``x = x + Attn(x); x = x + FFN(x)``, no LayerNorm at all.
     """
 
-    def __init__(self, d: int, n_heads: int, head_dim: int, ffn_dim: int, dropout: float,
-                 attend_across_cells: bool, norm: str = "post"):
+    def __init__(
+        self,
+        d: int,
+        n_heads: int,
+        head_dim: int,
+        ffn_dim: int,
+        dropout: float,
+        attend_across_cells: bool,
+        norm: str = "post",
+    ):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}, not {norm!r}.")
@@ -76,8 +83,17 @@ class EncoderLayer(nn.Module):
 class CICLEncoder(nn.Module):
     """Stack of :class:`EncoderLayer`; maps (cells, G) to (cells, G)."""
 
-    def __init__(self, n_genes: int, n_layers: int = 4, n_heads: int = 2, head_dim: int = 512, ffn_dim: int = 1024,
-                 dropout: float = 0.2, attention: str = "cell", norm: str = "post"):
+    def __init__(
+        self,
+        n_genes: int,
+        n_layers: int = 4,
+        n_heads: int = 2,
+        head_dim: int = 512,
+        ffn_dim: int = 1024,
+        dropout: float = 0.2,
+        attention: str = "cell",
+        norm: str = "post",
+    ):
         super().__init__()
         across = attention == "batch"
         self.layers = nn.ModuleList(
@@ -218,8 +234,9 @@ class _NTXentSupCon(torch.autograd.Function):
         return torch.empty_like(dzs).index_copy_(0, order, dzs), None, None
 
 
-def ntxent_supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
-                  temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ntxent_supcon(
+    z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``nt_xent`` and ``cluster_supcon`` of the views ``z1``, ``z2`` (rows L2-normalised) in one pass.
 
     Same values and gradients as ``nt_xent(s)`` and ``cluster_supcon(s, labels)`` with

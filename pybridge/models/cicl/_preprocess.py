@@ -1,4 +1,5 @@
 """CICL's preprocessing: library-size normalisation, log, top-dispersion genes, z-scores, PCA."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ...data import (ZScore, align_columns, column_mean_sd, iter_dense, normalize_total, top_by_score,
-                    normalized_dispersion)
+from ...data import (
+    ZScore,
+    align_columns,
+    column_mean_sd,
+    iter_dense,
+    normalize_total,
+    normalized_dispersion,
+    top_by_score,
+)
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """ItClust estimator: transfer clustering from a labelled source to an unlabelled target."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,12 @@ class ItClustConfig:
 
     def __post_init__(self):
         if self.min_genes != "auto":
-            if isinstance(self.min_genes, bool) or not isinstance(self.min_genes, (int, float, np.integer)) \
-                    or self.min_genes < 0 or float(self.min_genes) != int(self.min_genes):
+            if (
+                isinstance(self.min_genes, bool)
+                or not isinstance(self.min_genes, (int, float, np.integer))
+                or self.min_genes < 0
+                or float(self.min_genes) != int(self.min_genes)
+            ):
                 raise ValueError(f'min_genes must be "auto" or a whole number >= 0, got {self.min_genes!r}.')
             object.__setattr__(self, "min_genes", int(self.min_genes))  # whole numbers from R arrive as doubles
         for name in ("hidden_dims", "layerwise_lrs", "pretrain_lrs"):
@@ -230,8 +235,15 @@ class ItClust(Clusterer):
         self.cluster_table_: dict | None = None
 
     # ------------------------------------------------------------------- fitting
-    def fit(self, reference, *, query, labels_key: str = "cell_type", layer: str | None = None,
-            query_layer: str | None = None) -> "ItClust":
+    def fit(
+        self,
+        reference,
+        *,
+        query,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        query_layer: str | None = None,
+    ) -> "ItClust":
         """Train on the labelled ``reference`` (source) and the unlabelled ``query`` (target).
 
         ``layer`` / ``query_layer`` name the count layers (``None`` = ``X``).
@@ -256,8 +268,9 @@ class ItClust(Clusterer):
                     f"only {len(classes)} cell type is left; ItClust needs at least two."
                 )
             y = pd.Categorical(y_names, categories=classes).codes.astype(np.int64)
-            S = ScaledRows.within(align_columns(src.X, src.genes, genes)[used_r], np.ones(len(used_r), bool),
-                                  cfg.scale_clip, self.device)
+            S = ScaledRows.within(
+                align_columns(src.X, src.genes, genes)[used_r], np.ones(len(used_r), bool), cfg.scale_clip, self.device
+            )
             T = ScaledRows.within(align_columns(tgt.X, tgt.genes, genes), tgt.used, cfg.scale_clip, self.device)
         self.genes_, self.classes_ = pd.Index(genes), classes
         dims = [len(genes), *(cfg.hidden_dims or default_hidden_dims(len(y)))]
@@ -272,24 +285,26 @@ class ItClust(Clusterer):
         with timer("target_s"):
             tgt_info = self._train_target(src_net, T, np.flatnonzero(tgt.used), rng, history)
         self.history_ = history.to_dict()
-        self.fit_info_.update({
-            "n_reference_cells": int(len(y)),
-            "n_reference_cells_dropped": int(reference.n_obs - len(y)),
-            "n_query_cells": int(query.n_obs),
-            "n_query_cells_trained": int(tgt.used.sum()),
-            "reference_min_genes": src.min_genes,
-            "query_min_genes": tgt.min_genes,
-            "n_query_hvg": int(len(tgt.hvg)),
-            "n_genes": int(len(genes)),
-            "dims": dims,
-            "reference_target_sum": src.target_sum,
-            "query_target_sum": tgt.target_sum,
-            "reference_gene_overlap": overlap,
-            "pretrain": pre_info,
-            "source": src_info,
-            "target": tgt_info,
-            "timings": timer.times,
-        })
+        self.fit_info_.update(
+            {
+                "n_reference_cells": int(len(y)),
+                "n_reference_cells_dropped": int(reference.n_obs - len(y)),
+                "n_query_cells": int(query.n_obs),
+                "n_query_cells_trained": int(tgt.used.sum()),
+                "reference_min_genes": src.min_genes,
+                "query_min_genes": tgt.min_genes,
+                "n_query_hvg": int(len(tgt.hvg)),
+                "n_genes": int(len(genes)),
+                "dims": dims,
+                "reference_target_sum": src.target_sum,
+                "query_target_sum": tgt.target_sum,
+                "reference_gene_overlap": overlap,
+                "pretrain": pre_info,
+                "source": src_info,
+                "target": tgt_info,
+                "timings": timer.times,
+            }
+        )
         return self
 
     def _pretrain(self, dims, S: ScaledRows, rng, history: History):
@@ -337,8 +352,12 @@ class ItClust(Clusterer):
         bar.close()
         ae.eval()
         info["reconstruction_mse_after"] = self._reconstruction_mse(ae, S)
-        logger.info("ItClust: autoencoder %s pretrained, reconstruction MSE %.4f -> %.4f", dims,
-                    info["reconstruction_mse_before"], info["reconstruction_mse_after"])
+        logger.info(
+            "ItClust: autoencoder %s pretrained, reconstruction MSE %.4f -> %.4f",
+            dims,
+            info["reconstruction_mse_before"],
+            info["reconstruction_mse_after"],
+        )
         return ae, info
 
     @torch.no_grad()
@@ -400,8 +419,9 @@ class ItClust(Clusterer):
         info = {"epochs": epoch + 1, "train_accuracy": float((Q[train_idx].argmax(1) == y[train_idx]).mean())}
         if len(val_idx):
             info["holdout_accuracy"] = float((Q[val_idx].argmax(1) == y[val_idx]).mean())
-        logger.info("ItClust: source network trained %d epochs (training accuracy %.3f)", epoch + 1,
-                    info["train_accuracy"])
+        logger.info(
+            "ItClust: source network trained %d epochs (training accuracy %.3f)", epoch + 1, info["train_accuracy"]
+        )
         self.source_net_ = net
         return net, info
 
@@ -462,14 +482,23 @@ class ItClust(Clusterer):
         net.eval()
         if not converged:
             Q_all, _ = self._forward(net, T)
-            logger.warning("ItClust: target training stopped at maxiter=%d before fewer than tol=%g of labels "
-                           "changed (last change %.4f).", cfg.maxiter, cfg.tol, deltas[-1])
+            logger.warning(
+                "ItClust: target training stopped at maxiter=%d before fewer than tol=%g of labels "
+                "changed (last change %.4f).",
+                cfg.maxiter,
+                cfg.tol,
+                deltas[-1],
+            )
         final = Q_all[used].argmax(1)
         ref = before if cfg.confidence_from == "source" or first_round is None else first_round
         self.cluster_table_ = _cluster_table(before, ref, final, types, self.classes_)
         n_updates = ite + 1
-        logger.info("ItClust: target network %s after %d target-distribution updates (%d clusters)",
-                    "converged" if converged else "did not converge", n_updates, k)
+        logger.info(
+            "ItClust: target network %s after %d target-distribution updates (%d clusters)",
+            "converged" if converged else "did not converge",
+            n_updates,
+            k,
+        )
         return {
             "n_updates": int(n_updates),
             "converged": converged,
@@ -485,8 +514,9 @@ class ItClust(Clusterer):
         X, genes = self._read(query, layer, "query")
         prep = prepare(X, genes, self.config, hvg=False, what="query")
         overlap = gene_overlap(self.genes_, prep.genes, what="query")
-        R = ScaledRows.within(align_columns(prep.X, prep.genes, self.genes_), prep.used, self.config.scale_clip,
-                              self.device)
+        R = ScaledRows.within(
+            align_columns(prep.X, prep.genes, self.genes_), prep.used, self.config.scale_clip, self.device
+        )
         return R, overlap
 
     def predict(self, query, *, layer: str | None = None) -> ItClustResult:
@@ -609,8 +639,9 @@ def _group_means(Z: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
     return out
 
 
-def _cluster_table(source_pred: np.ndarray, before: np.ndarray, final: np.ndarray, types: np.ndarray,
-                   classes: list[str]) -> dict:
+def _cluster_table(
+    source_pred: np.ndarray, before: np.ndarray, final: np.ndarray, types: np.ndarray, classes: list[str]
+) -> dict:
     """Per target cluster j: |before_j ∩ final_j| / |final_j| (0 for a cluster left without cells)."""
     k = len(types)
     n_final = np.bincount(final, minlength=k)

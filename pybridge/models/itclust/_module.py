@@ -1,4 +1,5 @@
 """ItClust networks (tensors only): stacked autoencoder and Student-t clustering head."""
+
 from __future__ import annotations
 
 import torch

@@ -13,6 +13,7 @@
 Steps 1-5 keep the matrix sparse. The z-score is only applied to dense
 minibatches (:class:`ScaledRows`), so nothing is densified as a whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,9 @@ def merge_case(X: sp.csr_matrix, genes, upper: bool) -> tuple[sp.csr_matrix, pd.
     if not up.duplicated().any():
         return X, pd.Index(up)
     codes, uniques = pd.factorize(up)
-    sel = sp.csr_matrix((np.ones(len(codes), dtype=X.dtype), (np.arange(len(codes)), codes)),
-                        shape=(len(codes), len(uniques)))
+    sel = sp.csr_matrix(
+        (np.ones(len(codes), dtype=X.dtype), (np.arange(len(codes)), codes)), shape=(len(codes), len(uniques))
+    )
     out = (X @ sel).tocsr()
     out.sort_indices()
     return out, pd.Index(uniques)
@@ -106,7 +108,7 @@ def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
             f"{int((~used).sum())} of the {len(used)} {what} cells ({100 * (1 - used.mean()):.0f}%) have fewer than "
             f"min_genes={min_genes} expressed genes (of the {what}'s {X.shape[1]}) and are not trained on"
             + (" (they are still assigned to clusters)" if what == "query" else "")
-            + ". If these cells are not empty or damaged, lower min_genes (\"auto\" scales it to the gene count).",
+            + '. If these cells are not empty or damaged, lower min_genes ("auto" scales it to the gene count).',
             UserWarning,
             stacklevel=3,
         )
@@ -142,8 +144,7 @@ def prepare(X: sp.csr_matrix, genes, cfg, *, hvg: bool, what: str) -> Prepared:
 class ScaledRows:
     """Sparse rows that are z-scored and clipped on the device as they are densified."""
 
-    def __init__(self, X: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float | None,
-                 device: torch.device):
+    def __init__(self, X: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float | None, device: torch.device):
         self.X = X
         self.device = device
         self._scale = ZScore(mean, sd, device, clip)

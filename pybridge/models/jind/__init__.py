@@ -2,7 +2,8 @@
 
 See :mod:`pybridge.models.jind._model` for the method and its deviations from the paper.
 """
-from ._model import STAGES, JIND, JINDConfig
+
+from ._model import JIND, STAGES, JINDConfig
 from ._module import JINDClassifier, JINDDiscriminator, JINDEncoder, JINDGenerator
 from ._preprocess import jind_class_weights, top_variance_genes
 

@@ -119,6 +119,7 @@ a query first limits the genes to those both share).
 Measurements behind these defaults (accuracy, rejection, seeds, datasets):
 ``docs/methods/jind.md``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -151,7 +152,6 @@ from ...train import BestWeights, History, Timer, make_rng, progress, seed_every
 from .._base import Annotator
 from ._module import JINDClassifier, JINDDiscriminator, JINDEncoder, JINDGenerator, _Frozen
 from ._preprocess import _fingerprint, jind_class_weights, top_variance_genes
-
 
 STAGES = ("base", "aligned", "plus")
 
@@ -226,8 +226,17 @@ class JINDConfig:
         for name in ("val_fraction", "plus_val_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        for name in ("n_top_genes", "n_latent", "n_hidden", "gan_hidden", "batch_size", "gan_batch_size",
-                     "plus_batch_size", "d_steps", "max_source_codes"):
+        for name in (
+            "n_top_genes",
+            "n_latent",
+            "n_hidden",
+            "gan_hidden",
+            "batch_size",
+            "gan_batch_size",
+            "plus_batch_size",
+            "d_steps",
+            "max_source_codes",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for name in ("n_epochs", "gan_epochs", "plus_epochs", "gan_min_steps", "plus_min_cells", "gan_max_count"):
@@ -297,8 +306,15 @@ class JIND(Annotator):
         return align_columns(self._log(X), genes, target_genes)
 
     # ------------------------------------------------------------------- fitting
-    def fit(self, reference, *, labels_key: str = "cell_type", layer: str | None = None, query=None,
-            query_layer: str | None = None) -> "JIND":
+    def fit(
+        self,
+        reference,
+        *,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        query=None,
+        query_layer: str | None = None,
+    ) -> "JIND":
         """Train the prediction model on ``reference``; with a ``query``, also align it (and JIND+ if enabled).
 
         With a query, genes are restricted to those it shares with the
@@ -359,8 +375,9 @@ class JIND(Annotator):
 
     def _make_scheduler(self, opt):
         cfg = self.config
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
-                                                          patience=cfg.lr_patience, threshold=cfg.lr_threshold)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, threshold=cfg.lr_threshold
+        )
 
     def _train_classifier(self, X, y) -> np.ndarray | None:
         cfg, dev = self.config, self.device
@@ -371,21 +388,42 @@ class JIND(Annotator):
         enc = JINDEncoder(G, cfg.n_latent, cfg.dropout, cfg.input_noise).to(dev)
         clf = JINDClassifier(cfg.n_latent, K, cfg.n_hidden).to(dev)
         weight = torch.as_tensor(self.class_weights_, dtype=torch.float32, device=dev)
-        best = self._fit_supervised(enc, clf, None, X, y, train_idx, val_idx, weight, cfg.lr, cfg.batch_size,
-                                    cfg.n_epochs, rng, "JIND", strict=True)
+        best = self._fit_supervised(
+            enc,
+            clf,
+            None,
+            X,
+            y,
+            train_idx,
+            val_idx,
+            weight,
+            cfg.lr,
+            cfg.batch_size,
+            cfg.n_epochs,
+            rng,
+            "JIND",
+            strict=True,
+        )
         self.encoder_, self.classifier_ = enc.eval(), clf.eval()
         self.history_ = {"classifier": best.pop("history")}
-        self.fit_info_.update({"epochs_trained": cfg.n_epochs, "best_epoch": best["best_epoch"],
-                               "best_val_accuracy": best["best_val_accuracy"]})
-        logger.info("JIND classifier: best validation accuracy %.4f at epoch %s",
-                    best["best_val_accuracy"], best["best_epoch"])
+        self.fit_info_.update(
+            {
+                "epochs_trained": cfg.n_epochs,
+                "best_epoch": best["best_epoch"],
+                "best_val_accuracy": best["best_val_accuracy"],
+            }
+        )
+        logger.info(
+            "JIND classifier: best validation accuracy %.4f at epoch %s", best["best_val_accuracy"], best["best_epoch"]
+        )
         if len(val_idx) == 0:
             return None
         probs, _ = self._forward_all(X[val_idx], enc, clf, None)
         return probs
 
-    def _fit_supervised(self, enc, clf, gen, X, y, train_idx, val_idx, weight, lr, batch_size, n_epochs, rng,
-                        desc, strict):
+    def _fit_supervised(
+        self, enc, clf, gen, X, y, train_idx, val_idx, weight, lr, batch_size, n_epochs, rng, desc, strict
+    ):
         """Weighted-CE training of (enc, clf) with ``gen`` frozen; keeps the best validation-accuracy epoch.
 
         ``strict``: a later epoch replaces the checkpoint only with a higher
@@ -481,8 +519,10 @@ class JIND(Annotator):
     def _adapt(self, Xq, timer, overlap=None, query_id: str | None = None) -> None:
         cfg = self.config
         if Xq.shape[0] < 2:
-            raise ValueError(f"The query has {Xq.shape[0]} cell(s); alignment and JIND+ need at least 2. "
-                             "Pass align=False, jind_plus=False to annotate it with the reference model alone.")
+            raise ValueError(
+                f"The query has {Xq.shape[0]} cell(s); alignment and JIND+ need at least 2. "
+                "Pass align=False, jind_plus=False to annotate it with the reference model alone."
+            )
         self.fit_info_["n_query_cells"] = int(Xq.shape[0])
         self.fit_info_["query_fingerprint"] = query_id
         if overlap is not None:
@@ -521,8 +561,9 @@ class JIND(Annotator):
             rej0 = self._rejection_rate(Xq, gen)
             best_rej, best_epoch, best = rej0, 0, BestWeights()
             best.keep(0, rej0, {"gen": gen})
-            history.record(g_loss=float("nan"), d_loss=float("nan"), penalty=float("nan"), rejection=rej0,
-                           candidate=1.0)
+            history.record(
+                g_loss=float("nan"), d_loss=float("nan"), penalty=float("nan"), rejection=rej0, candidate=1.0
+            )
             bar = progress(cfg.gan_epochs, self.verbose, "JIND align")
             count = dry = 0
             for epoch in range(1, cfg.gan_epochs + 1):
@@ -550,8 +591,10 @@ class JIND(Annotator):
                             with torch.no_grad():
                                 fake = gen(densify(Xq, next(tgt), dev), enc)[0]
                         real = codes[torch.as_tensor(next(src), device=dev)]
-                        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(disc(real), ones[: len(real)])
-                                        + F.binary_cross_entropy_with_logits(disc(fake), zeros[: len(fake)]))
+                        d_loss = 0.5 * (
+                            F.binary_cross_entropy_with_logits(disc(real), ones[: len(real)])
+                            + F.binary_cross_entropy_with_logits(disc(fake), zeros[: len(fake)])
+                        )
                         opt_d.zero_grad(set_to_none=True)
                         if not cfg.gan_balance or g_run < 0.8 or d_run > 1.0:
                             d_loss.backward()
@@ -561,8 +604,9 @@ class JIND(Annotator):
                 equilibrium = eq_low < g_run < eq_high and eq_low < d_run < eq_high
                 candidate = cfg.gan_stop == "epochs" or equilibrium
                 rej = self._rejection_rate(Xq, gen) if candidate else float("nan")
-                history.record(g_loss=g_run, d_loss=d_run, penalty=pen_sum / steps, rejection=rej,
-                               candidate=float(candidate))
+                history.record(
+                    g_loss=g_run, d_loss=d_run, penalty=pen_sum / steps, rejection=rej, candidate=float(candidate)
+                )
                 bar.update(1)
                 bar.set_postfix(g=f"{g_run:.3f}", d=f"{d_run:.3f}", rej=f"{rej:.3f}")
                 if candidate and rej < best_rej:
@@ -598,11 +642,20 @@ class JIND(Annotator):
             "n_source_codes": int(n_s),
         }
         if chosen == 0 and cfg.generator_init == "identity":
-            logger.info("JIND alignment: no GAN epoch lowered the query's rejection rate (%d candidate epochs of %d);"
-                        " the query is left unaligned", self.fit_info_["alignment"]["n_candidate_epochs"], epochs_run)
+            logger.info(
+                "JIND alignment: no GAN epoch lowered the query's rejection rate (%d candidate epochs of %d);"
+                " the query is left unaligned",
+                self.fit_info_["alignment"]["n_candidate_epochs"],
+                epochs_run,
+            )
         else:
-            logger.info("JIND alignment: query rejection %.3f -> %.3f (epoch %d of %d)", rej0,
-                        history["rejection"][chosen], chosen, epochs_run)
+            logger.info(
+                "JIND alignment: query rejection %.3f -> %.3f (epoch %d of %d)",
+                rej0,
+                history["rejection"][chosen],
+                chosen,
+                epochs_run,
+            )
 
     def _self_train(self, Xq) -> None:
         """JIND+: fine-tune copies of the encoder and classifier on confident query predictions."""
@@ -620,7 +673,8 @@ class JIND(Annotator):
             warnings.warn(
                 f"JIND+ skipped: only {len(confident)} query cells pass the confidence thresholds "
                 f"(plus_min_cells={cfg.plus_min_cells}); predictions use the aligned model.",
-                UserWarning, stacklevel=3,
+                UserWarning,
+                stacklevel=3,
             )
             self.fit_info_["jind_plus"] = {**info, "skipped": True}
             return
@@ -630,13 +684,31 @@ class JIND(Annotator):
         enc = copy.deepcopy(self.encoder_).to(dev).requires_grad_(True)
         clf = copy.deepcopy(self.classifier_).to(dev).requires_grad_(True)
         weight = torch.as_tensor(self.class_weights_, dtype=torch.float32, device=dev)
-        best = self._fit_supervised(enc, clf, gen, Xc, y, train_idx, val_idx, weight, cfg.plus_lr,
-                                    cfg.plus_batch_size, cfg.plus_epochs, rng, "JIND+", strict=False)
+        best = self._fit_supervised(
+            enc,
+            clf,
+            gen,
+            Xc,
+            y,
+            train_idx,
+            val_idx,
+            weight,
+            cfg.plus_lr,
+            cfg.plus_batch_size,
+            cfg.plus_epochs,
+            rng,
+            "JIND+",
+            strict=False,
+        )
         self.plus_encoder_, self.plus_classifier_ = enc, clf
         self.history_["jind_plus"] = best.pop("history")
         counts = np.bincount(y, minlength=len(self.classes_))
-        self.fit_info_["jind_plus"] = {**info, **best, "skipped": False,
-                                       "pseudo_label_counts": dict(zip(self.classes_, map(int, counts)))}
+        self.fit_info_["jind_plus"] = {
+            **info,
+            **best,
+            "skipped": False,
+            "pseudo_label_counts": dict(zip(self.classes_, map(int, counts))),
+        }
         logger.info("JIND+: fine-tuned on %d pseudo-labelled query cells", len(confident))
 
     # ---------------------------------------------------------------- prediction
@@ -658,8 +730,11 @@ class JIND(Annotator):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES} or None, not {stage!r}.")
         if stage not in available:
-            how = ("call adapt(query) or fit(reference, query=query)" if stage == "aligned"
-                   else "use jind_plus=True and call adapt(query) or fit(reference, query=query)")
+            how = (
+                "call adapt(query) or fit(reference, query=query)"
+                if stage == "aligned"
+                else "use jind_plus=True and call adapt(query) or fit(reference, query=query)"
+            )
             raise ValueError(f"This JIND model has no {stage!r} stage yet (available: {available}); {how}.")
         return stage
 
@@ -688,7 +763,8 @@ class JIND(Annotator):
                 warnings.warn(
                     "This JIND model was aligned to a different query (other cell names); its alignment is "
                     "applied as is. Call model.adapt(query) first, or predict(query, stage='base').",
-                    UserWarning, stacklevel=2,
+                    UserWarning,
+                    stacklevel=2,
                 )
         t0 = time.perf_counter()
         Xq, overlap = self.prepare_query(query, layer)
@@ -747,17 +823,20 @@ class JIND(Annotator):
         G, K = len(self.genes_), len(self.classes_)
         enc_args = (G, cfg.n_latent, cfg.dropout, cfg.input_noise)
         self.encoder_ = self._build(JINDEncoder, split_state(tensors, "encoder"), *enc_args)
-        self.classifier_ = self._build(JINDClassifier, split_state(tensors, "classifier"), cfg.n_latent, K,
-                                       cfg.n_hidden)
+        self.classifier_ = self._build(
+            JINDClassifier, split_state(tensors, "classifier"), cfg.n_latent, K, cfg.n_hidden
+        )
         gen_state = split_state(tensors, "generator")
         if gen_state:
-            self.generator_ = self._build(JINDGenerator, gen_state, G, cfg.n_latent, cfg.gan_hidden, True,
-                                          "input_bias" in gen_state)
+            self.generator_ = self._build(
+                JINDGenerator, gen_state, G, cfg.n_latent, cfg.gan_hidden, True, "input_bias" in gen_state
+            )
         plus_state = split_state(tensors, "plus_encoder")
         if plus_state:
             self.plus_encoder_ = self._build(JINDEncoder, plus_state, *enc_args)
-            self.plus_classifier_ = self._build(JINDClassifier, split_state(tensors, "plus_classifier"),
-                                                cfg.n_latent, K, cfg.n_hidden)
+            self.plus_classifier_ = self._build(
+                JINDClassifier, split_state(tensors, "plus_classifier"), cfg.n_latent, K, cfg.n_hidden
+            )
         self.source_codes_ = tensors["source_codes"].float()
         self.class_weights_ = tensors["class_weights"].double().numpy()
         vp = tensors.get("val_probabilities")

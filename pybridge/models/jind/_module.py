@@ -1,10 +1,9 @@
 """JIND's networks (encoder, classifier, generator for the alignment, discriminator) and a freeze helper."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
 
 
 # ---------------------------------------------------------------------------- modules
@@ -35,8 +34,9 @@ class JINDClassifier(nn.Module):
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(),
-                         nn.Linear(n_hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out)
+    )
 
 
 class JINDGenerator(nn.Module):
@@ -48,8 +48,14 @@ class JINDGenerator(nn.Module):
     reference code's learnable shift of ``x`` (used for F, s and b alike).
     """
 
-    def __init__(self, n_genes: int, n_latent: int = 256, n_hidden: int = 512, identity_init: bool = True,
-                 input_shift: bool = False):
+    def __init__(
+        self,
+        n_genes: int,
+        n_latent: int = 256,
+        n_hidden: int = 512,
+        identity_init: bool = True,
+        input_shift: bool = False,
+    ):
         super().__init__()
         self.scale = _mlp(n_genes, n_hidden, n_latent)
         self.shift = _mlp(n_genes, n_hidden, n_latent)
@@ -72,9 +78,12 @@ class JINDDiscriminator(nn.Module):
     def __init__(self, n_latent: int = 256, n_hidden: int = 512):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(n_latent, n_hidden), nn.LeakyReLU(0.2),
-            nn.Linear(n_hidden, n_latent), nn.LeakyReLU(0.2),
-            nn.Linear(n_latent, n_latent), nn.LeakyReLU(0.2),
+            nn.Linear(n_latent, n_hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(n_hidden, n_latent),
+            nn.LeakyReLU(0.2),
+            nn.Linear(n_latent, n_latent),
+            nn.LeakyReLU(0.2),
             nn.Linear(n_latent, 1),
         )
 

@@ -1,12 +1,11 @@
 """JIND's gene selection, class weights and query fingerprint."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
 from ...data import column_moments
-
 
 
 # ---------------------------------------------------------------------------- helpers

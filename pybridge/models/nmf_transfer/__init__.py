@@ -2,6 +2,7 @@
 
 See :mod:`pybridge.models.nmf_transfer._model` for the method and its choices.
 """
+
 from ._model import DEFAULT_THETAS, MODES, NMFTransfer, NMFTransferConfig, run_nmf_transfer
 from ._nmf import DataOperator, MixedTarget, SourceDictionary, enet_nmf, enet_objective, nnls_coef
 from ._sc3 import estimate_k, kernel_target_alignment, sc3

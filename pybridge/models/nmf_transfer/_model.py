@@ -80,6 +80,7 @@ source dictionary as the embedding (columns = source classes).
 
 Measurements (simulations, real pairs, timings): ``docs/methods/nmf_transfer.md``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -101,11 +102,18 @@ from ...result import ClusteringResult
 from ...train import Timer, progress
 from .._base import Clusterer, _version, make_config
 from .._clustering import relabel_by_size
-from ._nmf import (DataOperator, MixedTarget, SourceDictionary, enet_nmf, mixed_rows, multiplicative_coef, nndsvdar,
-                   nnls_coef)
+from ._nmf import (
+    DataOperator,
+    MixedTarget,
+    SourceDictionary,
+    enet_nmf,
+    mixed_rows,
+    multiplicative_coef,
+    nndsvdar,
+    nnls_coef,
+)
 from ._preprocess import cell_filter_mask, gene_filter_mask, log2p
-from ._sc3 import (DISTANCES, TRANSFORMS, consensus_scores, estimate_k, kernel_target_alignment,
-                   sc3)
+from ._sc3 import DISTANCES, TRANSFORMS, consensus_scores, estimate_k, kernel_target_alignment, sc3
 
 MODES = ("transfer", "target", "concatenate")
 DEFAULT_THETAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -152,8 +160,16 @@ class NMFTransferConfig:
     svm_max_cells: int | None = 2000  # None: cluster every cell (n x n matrices)
 
     def __post_init__(self):
-        for name in ("cell_filter_min_genes", "nmf_max_iter", "n_source_clusters", "nnls_max_iter", "max_dims",
-                     "kmeans_n_init", "kmeans_max_iter", "svm_max_cells"):  # whole numbers from R arrive as doubles
+        for name in (
+            "cell_filter_min_genes",
+            "nmf_max_iter",
+            "n_source_clusters",
+            "nnls_max_iter",
+            "max_dims",
+            "kmeans_n_init",
+            "kmeans_max_iter",
+            "svm_max_cells",
+        ):  # whole numbers from R arrive as doubles
             v = getattr(self, name)
             if isinstance(v, float) and v.is_integer():
                 object.__setattr__(self, name, int(v))
@@ -213,20 +229,28 @@ def _prepare(adata, layer, cfg: NMFTransferConfig, what: str, labels_key: str | 
             f"value >= {cfg.cell_filter_threshold}); lower cell_filter_min_genes (0 turns the filter off)."
         )
     X = X[keep]
-    gmask = gene_filter_mask(X, cfg.gene_filter_threshold, cfg.gene_filter_fraction) if cfg.gene_filter else \
-        np.ones(X.shape[1], dtype=bool)
+    gmask = (
+        gene_filter_mask(X, cfg.gene_filter_threshold, cfg.gene_filter_fraction)
+        if cfg.gene_filter
+        else np.ones(X.shape[1], dtype=bool)
+    )
     if gmask.sum() < MIN_SHARED_GENES:
         raise ValueError(
             f"The gene filter keeps only {int(gmask.sum())} of the {what}'s {X.shape[1]} genes (value >= "
             f"{cfg.gene_filter_threshold} in >= {100 * (1 - cfg.gene_filter_fraction):.0f}% of cells and non-zero in "
-            f"<= {100 * cfg.gene_filter_fraction:.0f}%); at least {MIN_SHARED_GENES} are needed. Pass gene_filter=False "
+            f"<= {100 * cfg.gene_filter_fraction:.0f}%); at least {MIN_SHARED_GENES} are needed. "
+            "Pass gene_filter=False "
             "(e.g. for dense simulated counts) or lower gene_filter_threshold."
         )
     X = X[:, np.flatnonzero(gmask)]
     if cfg.log_transform:
         X = log2p(X)
-    info = {"n_cells": int(len(keep)), "n_cells_kept": int(keep.sum()), "n_genes": int(len(genes)),
-            "n_genes_kept": int(gmask.sum())}
+    info = {
+        "n_cells": int(len(keep)),
+        "n_cells_kept": int(keep.sum()),
+        "n_genes": int(len(genes)),
+        "n_genes_kept": int(gmask.sum()),
+    }
     return _Prepared(sp.csr_matrix(X), genes[gmask], keep, None if labels is None else labels[keep], info)
 
 
@@ -308,9 +332,17 @@ class NMFTransfer(Clusterer):
                 k = cfg.n_source_clusters or estimate_k(MixedTarget(op))
                 A0, Bt0 = nndsvdar(op, k, self._generator(1))
                 bar = progress(cfg.nmf_max_iter, self.verbose, "source NMF clustering")
-                A, _, nmf0 = enet_nmf(op, A0, Bt0, alpha=cfg.nmf_alpha, l1_ratio=cfg.nmf_l1_ratio,
-                                      max_iter=cfg.nmf_max_iter, tol=cfg.nmf_tol,
-                                      generator=self._generator(2) if cfg.nmf_shuffle else None, bar=bar)
+                A, _, nmf0 = enet_nmf(
+                    op,
+                    A0,
+                    Bt0,
+                    alpha=cfg.nmf_alpha,
+                    l1_ratio=cfg.nmf_l1_ratio,
+                    max_iter=cfg.nmf_max_iter,
+                    tol=cfg.nmf_tol,
+                    generator=self._generator(2) if cfg.nmf_shuffle else None,
+                    bar=bar,
+                )
                 bar.close()
                 codes = A.argmax(1).cpu().numpy()
                 src.labels = np.array([f"NMF{c + 1}" for c in codes], dtype=object)
@@ -325,12 +357,30 @@ class NMFTransfer(Clusterer):
             Bt0 = torch.zeros((src.X.shape[1], len(classes)), dtype=torch.float32, device=self.device)
             gen = self._generator(3) if cfg.nmf_shuffle else None
             # (a) dictionary with the coefficients fixed at the one-hot labels, then (b) both factors
-            _, Bt0, a_info = enet_nmf(op, A0, Bt0, alpha=cfg.nmf_alpha, l1_ratio=cfg.nmf_l1_ratio,
-                                      max_iter=cfg.nmf_max_iter, tol=cfg.nmf_tol, update_coef=False, generator=gen)
+            _, Bt0, a_info = enet_nmf(
+                op,
+                A0,
+                Bt0,
+                alpha=cfg.nmf_alpha,
+                l1_ratio=cfg.nmf_l1_ratio,
+                max_iter=cfg.nmf_max_iter,
+                tol=cfg.nmf_tol,
+                update_coef=False,
+                generator=gen,
+            )
             if cfg.nmf_refine:
                 bar = progress(cfg.nmf_max_iter, self.verbose, "source NMF")
-                A, Bt, nmf = enet_nmf(op, A0, Bt0, alpha=cfg.nmf_alpha, l1_ratio=cfg.nmf_l1_ratio,
-                                      max_iter=cfg.nmf_max_iter, tol=cfg.nmf_tol, generator=gen, bar=bar)
+                A, Bt, nmf = enet_nmf(
+                    op,
+                    A0,
+                    Bt0,
+                    alpha=cfg.nmf_alpha,
+                    l1_ratio=cfg.nmf_l1_ratio,
+                    max_iter=cfg.nmf_max_iter,
+                    tol=cfg.nmf_tol,
+                    generator=gen,
+                    bar=bar,
+                )
                 bar.close()
             else:
                 A, Bt, nmf = A0, Bt0, a_info
@@ -343,30 +393,43 @@ class NMFTransfer(Clusterer):
                 f"The source NMF moved away from the given labels (ARI {source_ari:.2f} between argmax W_src and "
                 f"{labels_key!r}), so some dictionary components no longer stand for one cell type. "
                 "nmf_refine=False keeps W_src at the labels (only the dictionary is fitted).",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
         empty = [classes[i] for i in range(len(classes)) if float(Bt[:, i].sum()) == 0]
         if empty:
-            logger.warning("nmf_transfer: the source NMF left the components of %s empty (all zero); "
-                           "target cells cannot be assigned to them.", ", ".join(map(str, empty)))
+            logger.warning(
+                "nmf_transfer: the source NMF left the components of %s empty (all zero); "
+                "target cells cannot be assigned to them.",
+                ", ".join(map(str, empty)),
+            )
         self.module_ = SourceDictionary(Bt.T.contiguous())
         self.genes_, self.classes_ = pd.Index(src.genes), [str(c) for c in classes]
         self._source = src
-        info.update({
-            "n_components": len(classes),
-            "nmf_iterations": int(nmf["n_iter"]),
-            "nmf_converged": bool(nmf["converged"]),
-            "nmf_objective_start": float(nmf["objective"][0]),
-            "nmf_objective_end": float(nmf["objective"][-1]),
-            # agreement of argmax(W_src) with the labels it started from (the authors' "source ARI")
-            "source_ari": source_ari,
-            "empty_components": empty,
-            "labelled": self.labelled_,
-            "timings": timer.times,
-        })
+        info.update(
+            {
+                "n_components": len(classes),
+                "nmf_iterations": int(nmf["n_iter"]),
+                "nmf_converged": bool(nmf["converged"]),
+                "nmf_objective_start": float(nmf["objective"][0]),
+                "nmf_objective_end": float(nmf["objective"][-1]),
+                # agreement of argmax(W_src) with the labels it started from (the authors' "source ARI")
+                "source_ari": source_ari,
+                "empty_components": empty,
+                "labelled": self.labelled_,
+                "timings": timer.times,
+            }
+        )
         self.nmf_history_ = {"objective": nmf["objective"], "initial_dictionary_iterations": a_info["n_iter"]}
         self.fit_info_ = info
-        logger.info("nmf_transfer: source NMF with %d components on %d cells x %d genes, %d iterations (source ARI %.3f)",
-                    len(classes), src.X.shape[0], src.X.shape[1], nmf["n_iter"], info["source_ari"])
+        logger.info(
+            "nmf_transfer: source NMF with %d components on %d cells x %d genes, %d iterations (source ARI %.3f)",
+            len(classes),
+            src.X.shape[0],
+            src.X.shape[1],
+            nmf["n_iter"],
+            info["source_ari"],
+        )
         return self
 
     def replace(self, **overrides) -> "NMFTransfer":
@@ -405,8 +468,9 @@ class NMFTransfer(Clusterer):
         if cfg.nnls_solver == "cd":
             A, _ = nnls_coef(op, Bt, max_iter=cfg.nnls_max_iter or 1000, tol=cfg.nnls_tol)
         else:
-            A, _ = multiplicative_coef(op, Bt, self._generator(4), max_iter=cfg.nnls_max_iter or 100,
-                                       rel_err=cfg.nnls_tol)
+            A, _ = multiplicative_coef(
+                op, Bt, self._generator(4), max_iter=cfg.nnls_max_iter or 100, rel_err=cfg.nnls_tol
+            )
         return A
 
     def predict(self, query, *, n_clusters: int | None = None, layer: str | None = None) -> ClusteringResult:
@@ -415,11 +479,29 @@ class NMFTransfer(Clusterer):
         ``mode="target"`` / ``"concatenate"`` give the paper's baselines on the same genes.
         """
         self._check_fitted()
-        return _run(self.config, query, layer, n_clusters, self.seed, self.device, self.verbose, model=self,
-                    source=self._source, labelled=self.labelled_)
+        return _run(
+            self.config,
+            query,
+            layer,
+            n_clusters,
+            self.seed,
+            self.device,
+            self.verbose,
+            model=self,
+            source=self._source,
+            labelled=self.labelled_,
+        )
 
-    def fit_predict(self, reference, query, *, labels_key: str | None = "cell_type", layer: str | None = None,
-                    query_layer: str | None = None, n_clusters: int | None = None) -> ClusteringResult:
+    def fit_predict(
+        self,
+        reference,
+        query,
+        *,
+        labels_key: str | None = "cell_type",
+        layer: str | None = None,
+        query_layer: str | None = None,
+        n_clusters: int | None = None,
+    ) -> ClusteringResult:
         """Learn the dictionary from ``reference``, then cluster ``query`` with it."""
         self.fit(reference, labels_key=labels_key, layer=layer)
         return self.predict(query, n_clusters=n_clusters, layer=query_layer)
@@ -429,8 +511,14 @@ class NMFTransfer(Clusterer):
         return {"dictionary": self.module_.dictionary}
 
     def _meta(self) -> dict:
-        return {"config": dataclasses.asdict(self.config), "genes": list(self.genes_), "classes": list(self.classes_),
-                "seed": self.seed, "labelled": self.labelled_, "fit_info": self.fit_info_}
+        return {
+            "config": dataclasses.asdict(self.config),
+            "genes": list(self.genes_),
+            "classes": list(self.classes_),
+            "seed": self.seed,
+            "labelled": self.labelled_,
+            "fit_info": self.fit_info_,
+        }
 
     def _load_state(self, tensors, meta) -> None:
         self.module_ = SourceDictionary(tensors["dictionary"].to(self.device))
@@ -440,13 +528,26 @@ class NMFTransfer(Clusterer):
 
 
 # ---------------------------------------------------------------------------- the three pipelines
-def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose, *, model: NMFTransfer | None = None,
-         source: _Prepared | None = None, labelled: bool = True) -> ClusteringResult:
+def _run(
+    cfg: NMFTransferConfig,
+    query,
+    layer,
+    n_clusters,
+    seed,
+    device,
+    verbose,
+    *,
+    model: NMFTransfer | None = None,
+    source: _Prepared | None = None,
+    labelled: bool = True,
+) -> ClusteringResult:
     """Cluster ``query``: transfer (needs ``model``), target-only, or concatenated with ``source``."""
     timer, t0 = Timer(), time.perf_counter()
     mode = cfg.mode
     if mode == "concatenate" and source is None:
-        raise ValueError("mode='concatenate' needs the reference data: pass reference= (a loaded model does not keep it).")
+        raise ValueError(
+            "mode='concatenate' needs the reference data: pass reference= (a loaded model does not keep it)."
+        )
     with timer("preprocess_s"):
         trg = _prepare(query, layer, cfg, "query")
         overlap = None
@@ -456,11 +557,22 @@ def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose
             genes, overlap = _shared(src_genes, trg, query.var_names)
         Xq = align_columns(trg.X, trg.genes, genes)
     n = Xq.shape[0]
-    params: dict = {"mode": mode, "gene_overlap": overlap, "n_genes_used": int(len(genes)),
-                    "n_cells_clustered": int(n), "n_cells_filtered": int((~trg.cells).sum())}
-    sc3_kw = dict(seed=seed, distances=cfg.distances, transforms=cfg.transforms,
-                  d_range=(cfg.d_min_fraction, cfg.d_max_fraction), max_dims=cfg.max_dims,
-                  n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter)
+    params: dict = {
+        "mode": mode,
+        "gene_overlap": overlap,
+        "n_genes_used": int(len(genes)),
+        "n_cells_clustered": int(n),
+        "n_cells_filtered": int((~trg.cells).sum()),
+    }
+    sc3_kw = dict(
+        seed=seed,
+        distances=cfg.distances,
+        transforms=cfg.transforms,
+        d_range=(cfg.d_min_fraction, cfg.d_max_fraction),
+        max_dims=cfg.max_dims,
+        n_init=cfg.kmeans_n_init,
+        max_iter=cfg.kmeans_max_iter,
+    )
     coef = cell_types = cluster_map = None
     if mode == "concatenate":
         with timer("sc3_s"):
@@ -510,8 +622,7 @@ def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose
             with timer("svm_s"):
                 labels, prob, conf = _svm_extend(op, Bt, assign, sub, theta, labels, prob, conf, seed)
             info = {**info, "hybrid": {"n_cells_sc3": int(len(sub)), "n_cells_svm": int(n - len(sub))}}
-        params.update({"theta": float(theta), "kta": {"theta": [float(t) for t in thetas], "kta": kta},
-                       "sc3": info})
+        params.update({"theta": float(theta), "kta": {"theta": [float(t) for t in thetas], "kta": kta}, "sc3": info})
         if mode == "transfer":
             a = assign.cpu().numpy()
             counts = np.bincount(a, minlength=len(model.classes_))
@@ -540,21 +651,40 @@ def _run(cfg: NMFTransferConfig, query, layer, n_clusters, seed, device, verbose
         cluster_map = {str(c): t for c, t in cluster_map.items()}
         cell_types = np.array([cluster_map.get(c, UNASSIGNED) for c in clusters], dtype=object)
     cfg_dict = dataclasses.asdict(cfg)
-    params.update({
-        "config": {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in cfg_dict.items()},
-        "seed": int(seed),
-        "device": str(device),
-        "source": None if model is None else {k_: v for k_, v in model.fit_info_.items() if k_ != "timings"},
-        "source_classes": None if model is None else list(model.classes_),
-        "timings": {**({} if model is None else model.fit_info_.get("timings", {})), **timer.times,
-                    "predict_s": time.perf_counter() - t0},
-        "version": _version(),
-    })
-    logger.info("nmf_transfer (%s): %d cells into %d clusters%s in %.1fs", mode, n, k,
-                f" (theta={params['theta']})" if mode == "transfer" else "", time.perf_counter() - t0)
-    return ClusteringResult(obs_names=pd.Index(query.obs_names), clusters=clusters, confidence=confidence,
-                            probabilities=probabilities, embedding=embedding, cell_types=cell_types,
-                            cluster_map=cluster_map, method="nmf_transfer", params=params)
+    params.update(
+        {
+            "config": {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in cfg_dict.items()},
+            "seed": int(seed),
+            "device": str(device),
+            "source": None if model is None else {k_: v for k_, v in model.fit_info_.items() if k_ != "timings"},
+            "source_classes": None if model is None else list(model.classes_),
+            "timings": {
+                **({} if model is None else model.fit_info_.get("timings", {})),
+                **timer.times,
+                "predict_s": time.perf_counter() - t0,
+            },
+            "version": _version(),
+        }
+    )
+    logger.info(
+        "nmf_transfer (%s): %d cells into %d clusters%s in %.1fs",
+        mode,
+        n,
+        k,
+        f" (theta={params['theta']})" if mode == "transfer" else "",
+        time.perf_counter() - t0,
+    )
+    return ClusteringResult(
+        obs_names=pd.Index(query.obs_names),
+        clusters=clusters,
+        confidence=confidence,
+        probabilities=probabilities,
+        embedding=embedding,
+        cell_types=cell_types,
+        cluster_map=cluster_map,
+        method="nmf_transfer",
+        params=params,
+    )
 
 
 def _sc3_subset(n: int, max_cells: int | None, seed: int) -> np.ndarray | None:
@@ -564,8 +694,18 @@ def _sc3_subset(n: int, max_cells: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(int(seed)).choice(n, int(max_cells), replace=False))
 
 
-def _svm_extend(op: DataOperator, Bt, assign, sub: np.ndarray, theta: float, labels: np.ndarray, prob: np.ndarray,
-                conf: np.ndarray, seed: int, block: int = 4096):
+def _svm_extend(
+    op: DataOperator,
+    Bt,
+    assign,
+    sub: np.ndarray,
+    theta: float,
+    labels: np.ndarray,
+    prob: np.ndarray,
+    conf: np.ndarray,
+    seed: int,
+    block: int = 4096,
+):
     """SC3's hybrid step: a linear SVM trained on the clustered cells (features standardised, as e1071's
     default) assigns every other cell; those get their cluster's mean consensus confidence and soft assignment.
     Returns labels, soft assignments and confidences for all cells, cluster ids again ordered by size."""
@@ -580,7 +720,7 @@ def _svm_extend(op: DataOperator, Bt, assign, sub: np.ndarray, theta: float, lab
     full = np.empty(n, dtype=np.int64)
     full[sub] = labels
     for i in range(0, len(rest), block):
-        idx = rest[i:i + block]
+        idx = rest[i : i + block]
         full[idx] = svm.predict(scaler.transform(mixed_rows(op, Bt, assign, idx, theta).cpu().numpy()))
     mean_prob = np.stack([prob[labels == c].mean(0) for c in range(k)])
     mean_conf = np.array([conf[labels == c].mean() for c in range(k)])
@@ -594,9 +734,19 @@ def _svm_extend(op: DataOperator, Bt, assign, sub: np.ndarray, theta: float, lab
     return new, out_prob, conf_all
 
 
-def run_nmf_transfer(query, *, reference=None, n_clusters: int | None = None, labels_key: str | None = "cell_type",
-                     layer: str | None = None, reference_layer: str | None = None, seed: int = 0,
-                     device: str = "auto", verbose: bool | None = None, **config_overrides) -> ClusteringResult:
+def run_nmf_transfer(
+    query,
+    *,
+    reference=None,
+    n_clusters: int | None = None,
+    labels_key: str | None = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+) -> ClusteringResult:
     """TransferCluster (or a baseline, ``mode=``) of ``query`` with an optional labelled ``reference``.
 
     Without a reference this is SC3 on the query alone (TargetCluster).
@@ -613,7 +763,8 @@ def run_nmf_transfer(query, *, reference=None, n_clusters: int | None = None, la
         return _run(cfg, query, layer, n_clusters, seed, dev, verbose)
     if cfg.mode == "transfer":
         model = NMFTransfer(cfg, seed=seed, device=str(dev), verbose=verbose).fit(
-            reference, labels_key=labels_key, layer=reference_layer)
+            reference, labels_key=labels_key, layer=reference_layer
+        )
         return model.predict(query, n_clusters=n_clusters, layer=layer)
     source = _prepare(reference, reference_layer, cfg, "reference", labels_key)
     return _run(cfg, query, layer, n_clusters, seed, dev, verbose, source=source, labelled=labels_key is not None)

@@ -8,6 +8,7 @@ cells x genes, so here X ~ A B with ``coef`` A = W^T (cells x k) and
 ``dictionary`` B = H^T (k x genes). The objective is symmetric in the two
 factors, so nothing else changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -119,8 +120,9 @@ def _cd_sweep(F: torch.Tensor, FtF: torch.Tensor, XF: torch.Tensor, order) -> fl
     return float(violation)
 
 
-def enet_objective(op: DataOperator, A: torch.Tensor, Bt: torch.Tensor, alpha: float, l1_ratio: float,
-                   cross: float | None = None) -> float:
+def enet_objective(
+    op: DataOperator, A: torch.Tensor, Bt: torch.Tensor, alpha: float, l1_ratio: float, cross: float | None = None
+) -> float:
     """0.5||X - A B||^2 + alpha l1 (|A|_1 + |B|_1) + 0.5 alpha (1 - l1)(||A||^2 + ||B||^2).
 
     ``cross`` = tr(A^T X B^T) when the caller already has it (saves a pass over X).
@@ -192,7 +194,9 @@ def enet_nmf(
     return A, Bt, {"n_iter": it, "objective": objective, "converged": converged}
 
 
-def nndsvdar(op: DataOperator, k: int, generator: torch.Generator, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def nndsvdar(
+    op: DataOperator, k: int, generator: torch.Generator, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """NNDSVD start (Boutsidis & Gallopoulos) with zeros filled by small random values ('nndsvdar').
 
     The rank-k SVD is exact, from the eigenvectors of the cells x cells Gram matrix.
@@ -233,7 +237,9 @@ def nndsvdar(op: DataOperator, k: int, generator: torch.Generator, eps: float = 
 
 
 # ---------------------------------------------------------------------------- target on a fixed dictionary
-def nnls_coef(op: DataOperator, Bt: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-6) -> tuple[torch.Tensor, dict]:
+def nnls_coef(
+    op: DataOperator, Bt: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-6
+) -> tuple[torch.Tensor, dict]:
     """argmin_{A >= 0} 0.5 ||X - A B||^2 for a fixed dictionary (cells x k), exactly.
 
     The problem is convex and separates over cells; cyclic coordinate descent
@@ -254,8 +260,9 @@ def nnls_coef(op: DataOperator, Bt: torch.Tensor, *, max_iter: int = 1000, tol: 
     return A, {"n_iter": it, "solver": "cd"}
 
 
-def multiplicative_coef(op: DataOperator, Bt: torch.Tensor, generator: torch.Generator, *, max_iter: int = 100,
-                        rel_err: float = 1e-3) -> tuple[torch.Tensor, dict]:
+def multiplicative_coef(
+    op: DataOperator, Bt: torch.Tensor, generator: torch.Generator, *, max_iter: int = 100, rel_err: float = 1e-3
+) -> tuple[torch.Tensor, dict]:
     """The authors' solver: Lee-Seung multiplicative updates from |N(0, 1)| (floored at 1e-10).
 
     Stops when the mean absolute reconstruction error changes by at most
@@ -279,7 +286,9 @@ def multiplicative_coef(op: DataOperator, Bt: torch.Tensor, generator: torch.Gen
     for it in range(1, max_iter + 1):
         denom = A @ BBt
         if bool((denom == 0).any()):
-            raise ValueError("Multiplicative NNLS update divided by zero: the source dictionary has an empty component.")
+            raise ValueError(
+                "Multiplicative NNLS update divided by zero: the source dictionary has an empty component."
+            )
         A = A * XBt / denom
         new = mae(A)
         if new <= err and abs(err - new) / max(err, 1e-30) <= rel_err:
@@ -324,7 +333,7 @@ class MixedTarget:
         if Bt is not None:
             a = assign
             self.XBt = op.matmul(Bt).to(torch.float64)
-            BBt = (Bt.T.to(torch.float64) @ Bt.to(torch.float64))
+            BBt = Bt.T.to(torch.float64) @ Bt.to(torch.float64)
             self.RRt = BBt[a][:, a]
             self.RXt = self.XBt[:, a].T.contiguous()  # (R X^T)_ij = B[a_i] . x_j
             self.sB = Bt.to(torch.float64).sum(0)[a]
@@ -345,8 +354,9 @@ class MixedTarget:
         return mixed_rows(self.op, self.Bt, self.assign, idx, theta)
 
 
-def mixed_rows(op: DataOperator, Bt: torch.Tensor | None, assign: torch.Tensor | None, idx: np.ndarray,
-               theta: float) -> torch.Tensor:
+def mixed_rows(
+    op: DataOperator, Bt: torch.Tensor | None, assign: torch.Tensor | None, idx: np.ndarray, theta: float
+) -> torch.Tensor:
     """Dense rows ``idx`` of X_new(theta) (without forming the Gram matrix that :class:`MixedTarget` needs)."""
     x = op.rows(idx)
     if theta == 0 or Bt is None:

@@ -11,6 +11,7 @@ keep the genes both retain. The thresholds follow the authors' code
   ``fraction * n`` cells (not ubiquitous);
 * log2(x + 1).
 """
+
 from __future__ import annotations
 
 import numpy as np

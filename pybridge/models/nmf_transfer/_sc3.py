@@ -22,6 +22,7 @@ CLI defaults to Euclidean + PCA only; pass ``distances=("euclidean",),
 transforms=("pca",)`` for that). Like the Python port, k-means uses 10 starts
 per run (R SC3 uses up to 1000) and at most 300 Lloyd iterations.
 """
+
 from __future__ import annotations
 
 import math
@@ -111,8 +112,9 @@ def transform(D: torch.Tensor, method: str, n_vectors: int, dtype=torch.float32)
     raise ValueError(f"Unknown SC3 transform {method!r}; use one of {', '.join(TRANSFORMS)}.")
 
 
-def dimension_range(n: int, lo: float = 0.04, hi: float = 0.07, max_dims: int = 15,
-                    rng: np.random.Generator | None = None) -> list[int]:
+def dimension_range(
+    n: int, lo: float = 0.04, hi: float = 0.07, max_dims: int = 15, rng: np.random.Generator | None = None
+) -> list[int]:
     """SC3's numbers of eigenvectors: floor(lo n) .. ceil(hi n), at most ``max_dims`` drawn at random."""
     d_min = max(1, int(math.floor(lo * n)))
     d_max = max(d_min, min(int(math.ceil(hi * n)), n - 1))

@@ -24,6 +24,7 @@ population ``pool_factor`` times larger than needed, as in the authors'
 scripts; since counts are independent given a cell's cluster, only the
 selected cells' counts are sampled.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,22 @@ def _logfc(node, parent: np.ndarray, rng, de_fraction, logfc_mean, logfc_sd, per
 
 
 class _Population:
-    def __init__(self, n_cells, n_genes, tree, dirichlet, gamma_shape, gamma_rate, nb_dispersion, de_fraction,
-                 logfc_mean, logfc_sd, cell_sd, per_gene, rng):
+    def __init__(
+        self,
+        n_cells,
+        n_genes,
+        tree,
+        dirichlet,
+        gamma_shape,
+        gamma_rate,
+        nb_dispersion,
+        de_fraction,
+        logfc_mean,
+        logfc_sd,
+        cell_sd,
+        per_gene,
+        rng,
+    ):
         self.tree, self.n_genes, self.rng = tuple(tree), int(n_genes), rng
         self.dispersion, self.cell_sd = float(nb_dispersion), float(cell_sd)
         self.sizes = _sizes(self.tree, int(n_cells), dirichlet, rng)
@@ -122,8 +137,10 @@ def _adata(pop: _Population, labels: np.ndarray, prefix: str, params: dict):
 
     X = pop.counts(labels)
     obs = pd.DataFrame(
-        {"cell_type": pd.Categorical(labels, categories=[str(l) for l in pop.leaves]),
-         "top_cluster": pd.Categorical([pop.top_of[l] for l in labels])},
+        {
+            "cell_type": pd.Categorical(labels, categories=[str(leaf) for leaf in pop.leaves]),
+            "top_cluster": pd.Categorical([pop.top_of[lab] for lab in labels]),
+        },
         index=[f"{prefix}{i}" for i in range(len(labels))],
     )
     var = pd.DataFrame(index=[f"gene{j:05d}" for j in range(pop.n_genes)])
@@ -162,12 +179,36 @@ def simulate(
     """
     _check(n_genes, tree)
     rng = np.random.default_rng(int(seed))
-    params = dict(n_cells=n_cells, n_genes=n_genes, tree=repr(tuple(tree)), dirichlet=dirichlet,
-                  gamma_shape=gamma_shape, gamma_rate=gamma_rate, nb_dispersion=nb_dispersion,
-                  de_fraction=list(de_fraction), logfc_mean=logfc_mean, logfc_sd=logfc_sd, cell_sd=cell_sd,
-                  logfc_per_gene=logfc_per_gene, seed=seed)
-    pop = _Population(n_cells, n_genes, tree, dirichlet, gamma_shape, gamma_rate, nb_dispersion, de_fraction,
-                      logfc_mean, logfc_sd, cell_sd, logfc_per_gene, rng)
+    params = dict(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        tree=repr(tuple(tree)),
+        dirichlet=dirichlet,
+        gamma_shape=gamma_shape,
+        gamma_rate=gamma_rate,
+        nb_dispersion=nb_dispersion,
+        de_fraction=list(de_fraction),
+        logfc_mean=logfc_mean,
+        logfc_sd=logfc_sd,
+        cell_sd=cell_sd,
+        logfc_per_gene=logfc_per_gene,
+        seed=seed,
+    )
+    pop = _Population(
+        n_cells,
+        n_genes,
+        tree,
+        dirichlet,
+        gamma_shape,
+        gamma_rate,
+        nb_dispersion,
+        de_fraction,
+        logfc_mean,
+        logfc_sd,
+        cell_sd,
+        logfc_per_gene,
+        rng,
+    )
     labels = pop.labels[rng.permutation(len(pop.labels))]
     return _adata(pop, labels, "cell", params)
 
@@ -206,20 +247,41 @@ def simulate_transfer(
     if n_trg_top < 1 or n_src_top < 1:
         raise ValueError("The tree has too few top-level nodes for this overlap setting.")
     rng = np.random.default_rng(int(seed))
-    opts = dict(dirichlet=10.0, gamma_shape=2.0, gamma_rate=0.1, nb_dispersion=0.1, de_fraction=(0.1, 0.4),
-                logfc_mean=1.0, logfc_sd=0.5, cell_sd=0.5, logfc_per_gene=False)
+    opts = dict(
+        dirichlet=10.0,
+        gamma_shape=2.0,
+        gamma_rate=0.1,
+        nb_dispersion=0.1,
+        de_fraction=(0.1, 0.4),
+        logfc_mean=1.0,
+        logfc_sd=0.5,
+        cell_sd=0.5,
+        logfc_per_gene=False,
+    )
     unknown = set(kwargs) - set(opts)
     if unknown:
         raise TypeError(f"Unknown simulation option(s): {', '.join(sorted(unknown))}.")
     opts.update(kwargs)
-    pop = _Population(pool_factor * (n_source + n_target), n_genes, tree, opts["dirichlet"], opts["gamma_shape"],
-                      opts["gamma_rate"], opts["nb_dispersion"], opts["de_fraction"], opts["logfc_mean"],
-                      opts["logfc_sd"], opts["cell_sd"], opts["logfc_per_gene"], rng)
+    pop = _Population(
+        pool_factor * (n_source + n_target),
+        n_genes,
+        tree,
+        opts["dirichlet"],
+        opts["gamma_shape"],
+        opts["gamma_rate"],
+        opts["nb_dispersion"],
+        opts["de_fraction"],
+        opts["logfc_mean"],
+        opts["logfc_sd"],
+        opts["cell_sd"],
+        opts["logfc_per_gene"],
+        rng,
+    )
     nodes = np.arange(T)
     C = rng.choice(nodes, common, replace=False)
     S = rng.choice(np.setdiff1d(nodes, C), n_src_top - common, replace=False)
     Tn = rng.choice(np.setdiff1d(nodes, np.union1d(S, C)), n_trg_top - common, replace=False)
-    leaves = lambda idx: [str(l) for i in idx for l in _leaves(tree[int(i)])]  # noqa: E731
+    leaves = lambda idx: [str(leaf) for i in idx for leaf in _leaves(tree[int(i)])]  # noqa: E731
     Cl, Sl, Tl = leaves(C), leaves(S), leaves(Tn)
     labels = pop.labels
     shared = rng.permutation(np.flatnonzero(np.isin(labels, Cl)))
@@ -237,10 +299,19 @@ def simulate_transfer(
             out.extend(pool[:quota])
     trg = rng.permutation(np.asarray(trg))
     src = np.sort(np.asarray(src))
-    params = dict(n_source=n_source, n_target=n_target, overlap=overlap, n_genes=n_genes, pool_factor=pool_factor,
-                  tree=repr(tree), seed=seed, shared_top=[TOP_NAMES[i] for i in sorted(C)],
-                  source_only_top=[TOP_NAMES[i] for i in sorted(S)], target_only_top=[TOP_NAMES[i] for i in sorted(Tn)],
-                  **{k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()})
+    params = dict(
+        n_source=n_source,
+        n_target=n_target,
+        overlap=overlap,
+        n_genes=n_genes,
+        pool_factor=pool_factor,
+        tree=repr(tree),
+        seed=seed,
+        shared_top=[TOP_NAMES[i] for i in sorted(C)],
+        source_only_top=[TOP_NAMES[i] for i in sorted(S)],
+        target_only_top=[TOP_NAMES[i] for i in sorted(Tn)],
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()},
+    )
     source = _adata(pop, labels[src], "src", params)
     target = _adata(pop, labels[trg], "trg", params)
     return source, target

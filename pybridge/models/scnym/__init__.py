@@ -2,6 +2,7 @@
 
 See :mod:`pybridge.models.scnym._model` for the method and its deviations from the paper.
 """
+
 from ._model import ScNym, ScNymConfig
 from ._module import DomainAdversary, ScNymNet, grad_reverse, mask_genes, ramp_weight, sharpen, soft_cross_entropy
 

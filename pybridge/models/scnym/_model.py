@@ -99,6 +99,7 @@ deviates on purpose (each is an option of :class:`ScNymConfig`):
 Measurements behind these defaults (accuracy, rejection, seeds, datasets):
 ``docs/methods/scnym.md``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -110,14 +111,21 @@ import torch.nn.functional as F
 
 from ..._io import join_states, split_state
 from ..._settings import logger
-from ...data import (InfiniteSampler, align_columns, densify, epoch_batches, gene_overlap, iter_dense, log_cpm,
-                    shared_genes)
+from ...data import (
+    InfiniteSampler,
+    align_columns,
+    densify,
+    epoch_batches,
+    gene_overlap,
+    iter_dense,
+    log_cpm,
+    shared_genes,
+)
 from ...rejection import UNASSIGNED, distance_thresholds, knn_distances, query_distance_thresholds
 from ...train import EarlyStopping, History, Timer, make_rng, progress, seed_everything, split_indices
 from .._base import Annotator
 from ._module import DomainAdversary, ScNymNet, grad_reverse, mask_genes, ramp_weight, sharpen, soft_cross_entropy
 from ._preprocess import _domains, _top_genes
-
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,9 @@ class ScNymConfig:
     reject_neighbors: int = 5  # k of the "distance" score
     reject_max_reference: int = 10000  # reference cells kept (random subset) for the "distance" score
     reject_nmads: float = 3.0  # "distance": query-side outlier threshold, median + nmads x MAD per class
-    n_top_genes: int | None = None  # None: every shared gene (paper); N: the N most variable (see top_genes_from, _flavor)
+    n_top_genes: int | None = (
+        None  # None: every shared gene (paper); N: the N most variable (see top_genes_from, _flavor)
+    )
     top_genes_from: str = "both"  # n_top_genes from "both" the reference and the fit's query (union), or "reference"
     top_genes_flavor: str = "seurat"  # how n_top_genes ranks: "seurat" (dispersion) or "seurat_v3" (vst)
 
@@ -170,7 +180,8 @@ class ScNymConfig:
     @property
     def rejection_score(self) -> str:
         """The score ``reject=True`` uses (``reject_score``, resolved): "auto" is "distance" in discovery mode and
-        "confidence" without it (there the adversary pulls unseen cells onto the reference, and distance misses them)."""
+        "confidence" without it (there the adversary pulls unseen cells onto the reference, and distance misses
+        them)."""
         if self.reject_score != "auto":
             return self.reject_score
         return "distance" if self.discovery else "confidence"
@@ -346,7 +357,9 @@ class ScNym(Annotator):
                 sums += [float(v) for v in losses[1:]]
             sums /= max(len(batches), 1)
             val_loss = self._val_loss(net, Xr, y, val_idx) if len(val_idx) else sums[1]
-            history.record(loss=sums[0], ce=sums[1], ssl=sums[2], adv=sums[3], val_ce=val_loss, w_ssl=w_ssl, w_adv=w_adv)
+            history.record(
+                loss=sums[0], ce=sums[1], ssl=sums[2], adv=sums[3], val_ce=val_loss, w_ssl=w_ssl, w_adv=w_adv
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0]:.3f}", val=f"{val_loss:.3f}")
             if stopper.step(epoch, val_loss, modules):
@@ -356,8 +369,14 @@ class ScNym(Annotator):
         net.eval()
         self.net_, self.adversary_ = net, adv
         self.history_ = history.to_dict()
-        self.fit_info_.update({"epochs_trained": epoch + 1, "best_epoch": stopper.best_epoch, "semi_supervised": semi,
-                               "adversarial": adversarial})
+        self.fit_info_.update(
+            {
+                "epochs_trained": epoch + 1,
+                "best_epoch": stopper.best_epoch,
+                "semi_supervised": semi,
+                "adversarial": adversarial,
+            }
+        )
         logger.info("scNym trained %d epochs (best %s)", epoch + 1, stopper.best_epoch)
         if len(val_idx) == 0:
             return None
@@ -441,27 +460,33 @@ class ScNym(Annotator):
             keep = np.sort(make_rng(self.seed + 1).choice(len(keep), cfg.reject_max_reference, replace=False))
         _, emb = self._predict_arrays(Xr[keep])
         self.bank_, self.bank_codes_ = emb.astype(np.float32), y[keep].astype(np.int64)
-        self.distance_thresholds_ = distance_thresholds(self.bank_, self.bank_codes_, len(self.classes_),
-                                                        cfg.reject_neighbors, cfg.outlier_fraction)
+        self.distance_thresholds_ = distance_thresholds(
+            self.bank_, self.bank_codes_, len(self.classes_), cfg.reject_neighbors, cfg.outlier_fraction
+        )
 
     def _rejected(self, probs, embedding):
         cfg = self.config
         score = cfg.rejection_score
         if score == "distance" and self.bank_ is None:
             if cfg.reject_score != "auto":
-                raise ValueError("reject_score='distance' needs the reference embeddings, which this model does not "
-                                 "have (saved by an older pybridge, or a reference of one cell); refit, or use "
-                                 "reject_score='confidence'.")
-            logger.warning("scnym: this model has no reference embeddings (saved by an older pybridge); "
-                           "rejecting by confidence thresholds instead of distance.")
+                raise ValueError(
+                    "reject_score='distance' needs the reference embeddings, which this model does not "
+                    "have (saved by an older pybridge, or a reference of one cell); refit, or use "
+                    "reject_score='confidence'."
+                )
+            logger.warning(
+                "scnym: this model has no reference embeddings (saved by an older pybridge); "
+                "rejecting by confidence thresholds instead of distance."
+            )
             score = "confidence"
         if score == "confidence":
             rejected, _ = super()._rejected(probs, embedding)
             return rejected, {"reject_score": "confidence"}
         d = knn_distances(embedding, self.bank_, cfg.reject_neighbors)
         pred = probs.argmax(axis=1)
-        tau = np.maximum(self.distance_thresholds_,
-                         query_distance_thresholds(d, pred, len(self.classes_), cfg.reject_nmads))
+        tau = np.maximum(
+            self.distance_thresholds_, query_distance_thresholds(d, pred, len(self.classes_), cfg.reject_nmads)
+        )
         # the per-class bounds that applied to this query (inf: no bound, too few cells) go into the params
         return d > tau[pred], {"reject_score": "distance", "distance_thresholds": [float(t) for t in tau]}
 
@@ -487,8 +512,9 @@ class ScNym(Annotator):
         return res
 
     # -------------------------------------------------------------- saliency
-    def integrated_gradients(self, adata, target_class: str, *, layer=None, cells=None, n_steps: int = 100,
-                             max_cells: int = 300) -> pd.Series:
+    def integrated_gradients(
+        self, adata, target_class: str, *, layer=None, cells=None, n_steps: int = 100, max_cells: int = 300
+    ) -> pd.Series:
         """Integrated-gradient saliency of ``target_class`` per gene (the paper's IG with a zero baseline).
 
         Averages over up to ``max_cells`` cells: those selected by the boolean
@@ -529,8 +555,11 @@ class ScNym(Annotator):
 
     def _extra_meta(self):
         thr = self.distance_thresholds_
-        return {"domains": self.domains_, "history": self.history_,
-                "distance_thresholds": None if thr is None else [float(t) if np.isfinite(t) else None for t in thr]}
+        return {
+            "domains": self.domains_,
+            "history": self.history_,
+            "distance_thresholds": None if thr is None else [float(t) if np.isfinite(t) else None for t in thr],
+        }
 
     def _load_state(self, tensors, meta):
         cfg = self.config

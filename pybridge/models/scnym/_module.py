@@ -1,13 +1,11 @@
 """scNym's networks and loss pieces: tensors in, tensors out."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
 
 
 # ---------------------------------------------------------------------------- modules

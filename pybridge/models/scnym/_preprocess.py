@@ -1,4 +1,5 @@
 """scNym's gene selection and domain codes."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ...data import (seurat_dispersion_hvg, seurat_vst_hvg)
-
+from ...data import seurat_dispersion_hvg, seurat_vst_hvg
 
 
 def _top_genes(Xr: sp.csr_matrix, Xq: sp.csr_matrix | None, n: int, flavor: str) -> np.ndarray:
@@ -35,8 +35,11 @@ def _domains(reference, query, domain_key):
         raise ValueError(f"domain_key={domain_key!r} is not a column of the reference's cell metadata.")
     names_r = reference.obs[domain_key].astype(str).to_numpy()
     if query is not None:
-        names_q = (query.obs[domain_key].astype(str).to_numpy() if domain_key in query.obs
-                   else np.full(query.n_obs, "query", dtype=object))
+        names_q = (
+            query.obs[domain_key].astype(str).to_numpy()
+            if domain_key in query.obs
+            else np.full(query.n_obs, "query", dtype=object)
+        )
         # a query domain with the same name as a reference domain is still a different domain
         names_q = np.array([f"query:{n}" if n in set(names_r) else n for n in names_q], dtype=object)
     else:

@@ -1,4 +1,5 @@
 """The Python tutorial (examples/tutorial.py) runs headless end to end, with few epochs."""
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,31 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_tutorial_runs(tmp_path, data_dir):
     out = tmp_path / "tutorial"
     env = dict(os.environ, PYBRIDGE_PYTHON=sys.executable)
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "tutorial.py"), "--data", str(data_dir),
-                           "--out", str(out), "--epochs", "3"], capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "tutorial.py"),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
-    for heading in ("=== data", "=== scNym and JIND", "=== train once", "=== the same from the command line",
-                    "=== a Seurat object"):
+    for heading in (
+        "=== data",
+        "=== scNym and JIND",
+        "=== train once",
+        "=== the same from the command line",
+        "=== a Seurat object",
+    ):
         assert heading in text
     # the printed comparison has both methods and the unseen-type column
     assert "B cells rejected" in text and "\nscnym" in text and "\njind" in text

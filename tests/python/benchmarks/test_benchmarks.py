@@ -5,6 +5,7 @@ clustering set, in a temporary folder. scANVI is pointed at an interpreter that
 does not exist, so the "not installed" path is exercised on every machine.
 Nothing here checks speed or how good a tool is beyond "better than chance".
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,9 +30,29 @@ def test_quick_benchmark_run(tmp_path):
         pytest.skip(f"benchmark data not in {DATA_DIR}")
     out = tmp_path / "bench"
     env = dict(os.environ, PYBRIDGE_BENCH_SCVI_PYTHON=str(tmp_path / "no-such-python"), MPLBACKEND="Agg")
-    r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data", str(DATA_DIR), "--out", str(out),
-                        "--tools", TOOLS, "--threads", "1", "--timeout", "600"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--data",
+            str(DATA_DIR),
+            "--out",
+            str(out),
+            "--tools",
+            TOOLS,
+            "--threads",
+            "1",
+            "--timeout",
+            "600",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     df = pd.read_csv(out / "results.csv")
@@ -75,8 +96,8 @@ def test_quick_benchmark_run(tmp_path):
 
 def test_opt_in_peers_stay_out_of_the_default_run(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
-    from benchmarks.tools import TOOLS as ALL
     from benchmarks.peers import PY_PEERS
+    from benchmarks.tools import TOOLS as ALL
 
     assert not ALL["scanvi_default"].in_default_run and ALL["scanvi"].in_default_run
     assert ALL["scanvi_default"].full == {"scvi_epochs": "default", "scanvi_epochs": "default"}
@@ -88,9 +109,9 @@ def test_every_pybridge_tool_maps_to_a_registered_method(monkeypatch):
     names a method whose result has labels (an annotation method, or a clustering that maps and flags types)."""
     monkeypatch.syspath_prepend(str(ROOT))
     import pybridge  # noqa: F401 (registers the methods)
+    from benchmarks.tools import PYBRIDGE_METHODS
+    from benchmarks.tools import TOOLS as ALL
     from pybridge.models._registry import get_method, methods
-
-    from benchmarks.tools import PYBRIDGE_METHODS, TOOLS as ALL
 
     assert {n for n, t in ALL.items() if t.group == "pybridge"} == set(PYBRIDGE_METHODS)
     assert set(PYBRIDGE_METHODS.values()) == set(methods())
@@ -110,21 +131,29 @@ def test_worker_writes_each_kind_of_result_with_its_columns(monkeypatch):
     import dataclasses
 
     import pybridge  # noqa: F401
+    from benchmarks import worker
     from pybridge.models._registry import get_method
     from pybridge.models.itclust._model import ItClustResult
     from pybridge.result import AnnotationResult, ClusteringResult
-
-    from benchmarks import worker
 
     n, obs = 4, pd.Index(list("wxyz"))
     lab = np.array(["a", "b", "Unassigned", "a"], dtype=object)
     raw = np.array(["a", "b", "b", "a"], dtype=object)
     clusters = np.array([0, 1, 2, 0])
     results = {
-        "scnym": AnnotationResult(obs, ["a", "b"], np.full((n, 2), 0.5), lab, raw, np.linspace(0.1, 0.9, n),
-                                  rejection=True, params={"training": {"epochs_trained": 5, "best_epoch": 3}}),
-        "itclust": ItClustResult(obs, clusters, np.full(n, 0.7), cell_types=lab, cell_score=np.full(n, 0.4),
-                                 raw_cell_types=raw),
+        "scnym": AnnotationResult(
+            obs,
+            ["a", "b"],
+            np.full((n, 2), 0.5),
+            lab,
+            raw,
+            np.linspace(0.1, 0.9, n),
+            rejection=True,
+            params={"training": {"epochs_trained": 5, "best_epoch": 3}},
+        ),
+        "itclust": ItClustResult(
+            obs, clusters, np.full(n, 0.7), cell_types=lab, cell_score=np.full(n, 0.4), raw_cell_types=raw
+        ),
         "nmf_transfer": ClusteringResult(obs, clusters, np.ones(n), cell_types=raw, params={"theta": 0.5}),
         "cicl": ClusteringResult(obs, clusters, np.ones(n), params={"training": {"epochs_trained": 2}}),
     }
@@ -134,17 +163,26 @@ def test_worker_writes_each_kind_of_result_with_its_columns(monkeypatch):
         def compute(query, reference=None, **kw):
             calls.append((method, reference, kw.get("labels_key")))
             return results[method]
+
         return compute
 
-    monkeypatch.setattr(worker, "_method",
-                        lambda name, threads: dataclasses.replace(get_method(name), compute=record(name)))
+    monkeypatch.setattr(
+        worker, "_method", lambda name, threads: dataclasses.replace(get_method(name), compute=record(name))
+    )
     got = {m: worker.run_pybridge(m, None if m == "cicl" else "REF", "QUERY", {}, 0, "cpu", 1) for m in results}
-    assert calls == [("scnym", "REF", "cell_type"), ("itclust", "REF", "cell_type"),
-                     ("nmf_transfer", "REF", "cell_type"), ("cicl", None, None)]
+    assert calls == [
+        ("scnym", "REF", "cell_type"),
+        ("itclust", "REF", "cell_type"),
+        ("nmf_transfer", "REF", "cell_type"),
+        ("cicl", None, None),
+    ]
     cols = {m: list(out.columns) for m, (out, _, _) in got.items()}
-    assert cols == {"scnym": ["label", "raw_label", "confidence", "rejected", "score"],
-                    "itclust": ["label", "raw_label", "confidence", "score", "rejected", "cluster"],
-                    "nmf_transfer": ["cluster", "raw_label"], "cicl": ["cluster"]}
+    assert cols == {
+        "scnym": ["label", "raw_label", "confidence", "rejected", "score"],
+        "itclust": ["label", "raw_label", "confidence", "score", "rejected", "cluster"],
+        "nmf_transfer": ["cluster", "raw_label"],
+        "cicl": ["cluster"],
+    }
     assert got["scnym"][2] == {"rejection": True, "epochs_trained": 5, "best_epoch": 3}
     assert list(got["scnym"][0]["rejected"]) == [0, 0, 1, 0]
     itc = got["itclust"][0]
@@ -157,12 +195,12 @@ def test_worker_writes_each_kind_of_result_with_its_columns(monkeypatch):
 def test_benchmark_modules_import_without_a_cycle():
     """tools / formatting / environment are leaves; the harness imports neither the report nor the scale run, and
     the report does not import the harness (only its ``main`` does, to collect a run's rows)."""
-    code = ("import sys; import benchmarks.{mod}; "
-            "print(sorted(m for m in sys.modules if m.startswith('benchmarks.')))")
+    code = "import sys; import benchmarks.{mod}; print(sorted(m for m in sys.modules if m.startswith('benchmarks.')))"
     loaded = {}
     for mod in ("tools", "formatting", "harness", "report", "worker"):
-        r = subprocess.run([sys.executable, "-c", code.format(mod=mod)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", code.format(mod=mod)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, r.stderr
         loaded[mod] = set(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
     assert loaded["tools"] == {"benchmarks.tools"} and loaded["formatting"] == {"benchmarks.formatting"}
@@ -181,20 +219,23 @@ def test_zygote_runs_calls_reports_exit_codes_and_survives_a_timeout(tmp_path, m
     z = Zygote(sys.executable, (), env_for(1), tmp_path / "zygote.log")
     try:
         kw = dict(env=env_for(1), timeout=60, mem_limit_mb=None, zygote=z)
-        r = call([sys.executable, "-c", "import sys; print('hello from R, say'); sys.exit(3)"],
-                 log=tmp_path / "a.txt", **kw)
+        r = call(
+            [sys.executable, "-c", "import sys; print('hello from R, say'); sys.exit(3)"], log=tmp_path / "a.txt", **kw
+        )
         assert (r["status"], r["rc"]) == ("error", 3)
         assert "hello from R, say" in (tmp_path / "a.txt").read_text()
         assert 0 < r["peak_rss_mb"] < 1024
 
-        r = call([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "b.txt",
-                 **{**kw, "timeout": 1})
+        r = call([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "b.txt", **{**kw, "timeout": 1})
         assert r["status"].startswith("timeout") and r["rc"] == -9 and r["wall_s"] < 30
 
         # a worker call (run in the forked child, not exec'd): a missing task is an error with its reason on file
         out = tmp_path / "run"
-        r = call([sys.executable, "-m", "benchmarks.worker", "logreg", str(tmp_path / "no_task"), str(out)],
-                 log=tmp_path / "c.txt", **kw)
+        r = call(
+            [sys.executable, "-m", "benchmarks.worker", "logreg", str(tmp_path / "no_task"), str(out)],
+            log=tmp_path / "c.txt",
+            **kw,
+        )
         assert (r["status"], r["rc"]) == ("error", 1)
         assert "no_task/task.json" in (out / "error.txt").read_text()
 
@@ -214,27 +255,61 @@ def test_report_adds_a_gpu_column_when_a_pybridge_method_ran_on_cuda(tmp_path, m
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.report import write_report
 
-    base = dict(kind="transfer", n_ref=400, n_query=100, n_genes=2000, true_k=5, status="ok", wall_s=9.0,
-                peak_rss_mb=500.0, rej_seen=0.0, ece=0.05, ari=0.8, nmi=0.8, k_found=5, error="", notes="{}")
-    rows = [dict(base, task="panc8:celseq2", tool="pybridge_scnym", device="CPU", acc=0.95, macro_f1=0.94,
-                 acc_kept=0.95, seconds=8.0),
-            dict(base, task="panc8:celseq2", tool="pybridge_scnym", device="NVIDIA Test GPU", acc=0.50,
-                 macro_f1=0.50, acc_kept=0.50, seconds=1.5),
-            dict(base, task="panc8:celseq2", tool="logreg", device="CPU", acc=0.98, macro_f1=0.97, acc_kept=0.98,
-                 seconds=0.1)]
+    base = dict(
+        kind="transfer",
+        n_ref=400,
+        n_query=100,
+        n_genes=2000,
+        true_k=5,
+        status="ok",
+        wall_s=9.0,
+        peak_rss_mb=500.0,
+        rej_seen=0.0,
+        ece=0.05,
+        ari=0.8,
+        nmi=0.8,
+        k_found=5,
+        error="",
+        notes="{}",
+    )
+    rows = [
+        dict(
+            base,
+            task="panc8:celseq2",
+            tool="pybridge_scnym",
+            device="CPU",
+            acc=0.95,
+            macro_f1=0.94,
+            acc_kept=0.95,
+            seconds=8.0,
+        ),
+        dict(
+            base,
+            task="panc8:celseq2",
+            tool="pybridge_scnym",
+            device="NVIDIA Test GPU",
+            acc=0.50,
+            macro_f1=0.50,
+            acc_kept=0.50,
+            seconds=1.5,
+        ),
+        dict(
+            base, task="panc8:celseq2", tool="logreg", device="CPU", acc=0.98, macro_f1=0.97, acc_kept=0.98, seconds=0.1
+        ),
+    ]
     out = tmp_path / "bench"
     out.mkdir()
     md = out / "RESULTS.md"
     write_report(pd.DataFrame(rows), out, md, {"started": "today", "threads": 2})
     page = md.read_text()
     assert "- GPU: NVIDIA Test GPU" in page and "no CUDA GPU" not in page
-    per_task = page[page.index("### panc8:celseq2"):]
+    per_task = page[page.index("### panc8:celseq2") :]
     header = next(line for line in per_task.splitlines() if line.startswith("| tool |"))
     assert "| GPU s |" in header
     scnym = next(line for line in per_task.splitlines() if line.startswith("| pybridge scNym |"))
     cells = [c.strip() for c in scnym.strip("|").split("|")]
     assert cells[header.strip("|").split("|").index(" GPU s ")] == "1.5"
-    headline = page[page.index("## Headline: annotation"):page.index("## Per-task results")]
+    headline = page[page.index("## Headline: annotation") : page.index("## Per-task results")]
     assert "| pybridge scNym | 1 | 0.950 |" in headline  # the CUDA row's 0.50 is not averaged in
 
 
@@ -253,11 +328,32 @@ def test_validation_task_set_loads_and_its_page_stands_apart(tmp_path, monkeypat
     with pytest.raises(ValueError, match="Unknown task"):
         T.load_pair(DATA_DIR, "baron_mouse3->1")
 
-    base = dict(kind="transfer", n_ref=1064, n_query=822, n_genes=14878, true_k=13, status="ok", wall_s=2.0,
-                peak_rss_mb=300.0, rej_seen=0.0, ece=0.05, ari=0.8, nmi=0.8, k_found=13, error="", notes="{}",
-                device="CPU", acc=0.96, macro_f1=0.9, acc_kept=0.96, seconds=1.0)
-    rows = [dict(base, task="baron_mouse2->1", tool="logreg"),
-            dict(base, task="baron_mouse2->1", tool="pybridge_scnym", acc=0.97)]
+    base = dict(
+        kind="transfer",
+        n_ref=1064,
+        n_query=822,
+        n_genes=14878,
+        true_k=13,
+        status="ok",
+        wall_s=2.0,
+        peak_rss_mb=300.0,
+        rej_seen=0.0,
+        ece=0.05,
+        ari=0.8,
+        nmi=0.8,
+        k_found=13,
+        error="",
+        notes="{}",
+        device="CPU",
+        acc=0.96,
+        macro_f1=0.9,
+        acc_kept=0.96,
+        seconds=1.0,
+    )
+    rows = [
+        dict(base, task="baron_mouse2->1", tool="logreg"),
+        dict(base, task="baron_mouse2->1", tool="pybridge_scnym", acc=0.97),
+    ]
     out = tmp_path / "bench"
     out.mkdir()
     md = out / "VALIDATION.md"
@@ -266,7 +362,7 @@ def test_validation_task_set_loads_and_its_page_stands_apart(tmp_path, monkeypat
     assert page.startswith("# pybridge benchmark: pybridge vs peer tools (validation tasks)")
     assert "](plots_validation/accuracy_per_task.png)" in page and not (out / "plots").exists()
     assert (out / "plots_validation" / "accuracy_per_task.png").exists()
-    missing = page[page.index("## Not run or failed"):]
+    missing = page[page.index("## Not run or failed") :]
     assert "zheng_test->train" in missing and "panc8" not in missing and "dcc_" not in missing
     assert "## R-call overhead" not in page
 
@@ -285,13 +381,31 @@ def test_gpu_only_runs_just_the_pybridge_methods_on_cuda(tmp_path, monkeypatch):
         return {"task": prep.name, "kind": prep.kind, "tool": tool.name, "device": device_name, "status": "ok"}, None
 
     def fake_prepare(name, data, root):
-        return T.Prepared(name=name, kind="transfer", dir=tmp_path, n_ref=1, n_query=1, n_genes=1, n_types=2,
-                          truth=np.array(["a", "b"]), ref_classes=["a", "b"])
+        return T.Prepared(
+            name=name,
+            kind="transfer",
+            dir=tmp_path,
+            n_ref=1,
+            n_query=1,
+            n_genes=1,
+            n_types=2,
+            truth=np.array(["a", "b"]),
+            ref_classes=["a", "b"],
+        )
 
     monkeypatch.setattr(H, "run_one", fake_run_one)
     monkeypatch.setattr(T, "prepare_transfer", fake_prepare)
-    args = H.parse_args(["--tasks", "panc8:celseq2", "--tools", "pybridge_scnym,pybridge_jind,logreg",
-                         "--out", str(tmp_path / "o"), "--gpu-only"])
+    args = H.parse_args(
+        [
+            "--tasks",
+            "panc8:celseq2",
+            "--tools",
+            "pybridge_scnym,pybridge_jind,logreg",
+            "--out",
+            str(tmp_path / "o"),
+            "--gpu-only",
+        ]
+    )
     monkeypatch.setattr(H, "gpu_name", lambda: None)
     with pytest.raises(SystemExit, match="--gpu-only needs a CUDA GPU"):
         H.run_suite(args)
@@ -313,10 +427,17 @@ def test_device_check_dry_run_on_the_cpu(tmp_path, monkeypatch):
     from benchmarks import device_check
 
     out = tmp_path / "check.md"
-    assert device_check.main(["--device", "cpu", "--data", str(DATA_DIR), "--methods", "nmf_transfer,itclust",
-                              "--out", str(out)]) == 0
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| nmf_transfer") or
-            line.startswith("| itclust")]
+    assert (
+        device_check.main(
+            ["--device", "cpu", "--data", str(DATA_DIR), "--methods", "nmf_transfer,itclust", "--out", str(out)]
+        )
+        == 0
+    )
+    rows = [
+        line
+        for line in out.read_text().splitlines()
+        if line.startswith("| nmf_transfer") or line.startswith("| itclust")
+    ]
     assert len(rows) == 2 and all("| ok | cpu " in r for r in rows), rows
     assert all(r.split("|")[7].strip() == "1.000" for r in rows)  # reloaded model: same labels
     if not torch.cuda.is_available():

@@ -3,6 +3,7 @@
 Each case either raises a ValueError that names the problem and the fix, warns, or
 works correctly; the user's object is never half-written.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,12 +55,15 @@ def test_cell_names_colliding_between_reference_and_query():
     assert q.obs["scnym"].notna().all()
 
 
-@pytest.mark.parametrize("labels, match", [
-    ([None] * 60, "entirely NA"),
-    (["", " "] * 30, "entirely NA or empty"),
-    (["A", ""] * 30, "single class"),
-    (["A"] * 60, "single class"),
-])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ([None] * 60, "entirely NA"),
+        (["", " "] * 30, "entirely NA or empty"),
+        (["A", ""] * 30, "single class"),
+        (["A"] * 60, "single class"),
+    ],
+)
 def test_label_column_problems(labels, match):
     a = toy()
     a.obs["cell_type"] = labels

@@ -1,4 +1,5 @@
 """pybridge.datasets.simulate: integer counts, labelled clusters, reproducible with a seed."""
+
 import numpy as np
 import scipy.sparse as sp
 

@@ -1,13 +1,13 @@
 """Seurat's vst gene ranking (scNym's n_top_genes): the loess it rests on and the ranking itself, against R."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import load
 
 from pybridge.data import get_counts, loess_fit, seurat_vst_hvg, standardized_variance
-
-from conftest import load
 
 
 def _r():
@@ -57,11 +57,13 @@ def test_vst_ranking_matches_seurat():
     X = get_counts(load("casi_zheng_sorted_train"))
     Xt = sp.csc_matrix(X.T, dtype=np.float64)
     _send(ro, i=Xt.indices, p=Xt.indptr, v=Xt.data, d=np.array(Xt.shape))
-    theirs = np.array(ro.r("""
+    theirs = np.array(
+        ro.r("""
         m <- Matrix::sparseMatrix(i = i + 1, p = p, x = v, dims = d,
                                   dimnames = list(paste0("g", seq_len(d[1])), paste0("c", seq_len(d[2]))))
         Seurat::FindVariableFeatures(m, selection.method = "vst", verbose = FALSE)$vst.variance.standardized
-    """))
+    """)
+    )
     ro.r("rm(i, p, v, d, m)")
     ours = standardized_variance(X)
     ok = np.isfinite(ours)

@@ -15,6 +15,7 @@ docs/input-checks.md is the same matrix in prose; its rows name these test ids.
 The estimators, the model files and the CLI are in methods/test_input_matrix_models.py; the shared
 tiny data, settings and guards in input_matrix_helpers.py.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,13 +26,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from input_matrix_helpers import (
+    METHODS,
+    TINY,
+    TRAINING_MODULES,
+    TrainingStarted,
+    assert_unchanged,  # noqa: F401
+    interrupt_training,
+    is_annotation,
+    needs_reference,
+    snapshot,
+    takes_reference,
+    toy,
+)
 
 import pybridge
 from pybridge.models._registry import get_method
-
-from input_matrix_helpers import (METHODS, TINY, TRAINING_MODULES, TrainingStarted, assert_unchanged,  # noqa: F401
-                                  interrupt_training, is_annotation, needs_reference, no_training, one_thread,
-                                  snapshot, takes_reference, toy)
 
 
 def run(method: str, query, reference=None, **kw):
@@ -101,82 +111,166 @@ CASES = {
     "empty_query_cells": (lambda r, q: (q[:0].copy(), r), {}, ("error", "has no cells")),
     "empty_query_genes": (lambda r, q: (q[:, :0].copy(), r), {}, ("error", "has no genes")),
     "empty_reference": (lambda r, q: (q, r[:0].copy()), {"cicl": NO_REF}, ("error", "reference has no cells")),
-    "one_cell_query": (lambda r, q: (q[:1].copy(), r), {
-        "scnym": ("ok", None),
-        "jind": ("error", "has 1 cell.*align=False, jind_plus=False"),
-        "itclust": ("error", "has only 1 usable cell.*classifier instead"),
-        "cicl": ("error", "at least 10 cells"),
-        "nmf_transfer": ("error", "it needs at least 3"),
-    }, None),
-    "one_gene_query": (lambda r, q: (q[:, :1].copy(), r), {
-        "cicl": ("error", "Only 1 genes vary"),
-    }, ("error", "shares only 1 of the 80")),
+    "one_cell_query": (
+        lambda r, q: (q[:1].copy(), r),
+        {
+            "scnym": ("ok", None),
+            "jind": ("error", "has 1 cell.*align=False, jind_plus=False"),
+            "itclust": ("error", "has only 1 usable cell.*classifier instead"),
+            "cicl": ("error", "at least 10 cells"),
+            "nmf_transfer": ("error", "it needs at least 3"),
+        },
+        None,
+    ),
+    "one_gene_query": (
+        lambda r, q: (q[:, :1].copy(), r),
+        {
+            "cicl": ("error", "Only 1 genes vary"),
+        },
+        ("error", "shares only 1 of the 80"),
+    ),
     "reference_one_class": (lambda r, q: (q, _relabel(r, "A")), {"cicl": NO_REF}, ("error", "single class")),
-    "class_with_one_cell": (lambda r, q: (q, _relabel(r, ["Rare"] + list(r.obs["cell_type"].astype(str)[1:]))),
-                            {"cicl": NO_REF}, ("ok", None)),
-    "no_shared_genes": (lambda r, q: (_renamed(q, [f"X{i}" for i in range(q.n_vars)]), r), {"cicl": NO_REF},
-                        ("error", "shares only 0 of the 80")),
-    "overlap_below_10pct": (lambda r, q: (_renamed(q, [f"G{i}" if i < 5 else f"X{i}" for i in range(q.n_vars)]), r),
-                            {"cicl": NO_REF}, ("error", r"shares only 5 of the 80 .*\(6.2%\)")),
-    "overlap_75pct": (lambda r, q: (_renamed(q, [f"G{i}" if i < 60 else f"X{i}" for i in range(q.n_vars)]), r), {
-        "cicl": NO_REF,
-        "scnym": ("ok", None),  # documented: scNym trains on the shared genes (overlap in uns), no warning
-        "itclust": ("warn", "Only 60 of the 80 target HVGs"),
-    }, ("warn", "Only 60 of 80 model genes \\(75.0%\\) are present in the query")),
-    "gene_case_differs": (lambda r, q: (_renamed(q, [f"g{i}" for i in range(q.n_vars)]), r), {
-        "cicl": NO_REF,
-        "itclust": ("ok", None),  # documented: ItClust matches upper-cased symbols (case_insensitive_genes=True)
-    }, ("error", "match when case is ignored")),
-    "ensembl_vs_symbols": (lambda r, q: (_renamed(q, [f"ENSG{i:011d}" for i in range(q.n_vars)]), r),
-                           {"cicl": NO_REF}, ("error", "the query uses Ensembl IDs but the reference/model uses gene symbols")),
-    "duplicated_genes_query": (lambda r, q: (_renamed(q, ["G0", *q.var_names[1:-1], "G0"]), r), {},
-                               ("error", r"1 duplicated gene names \('G0'\).*var_names_make_unique")),
-    "duplicated_genes_reference": (lambda r, q: (q, _renamed(r, ["G0", *r.var_names[1:-1], "G0"])), {"cicl": NO_REF},
-                                   ("error", "reference has 1 duplicated gene names")),
-    "duplicated_cells_query": (lambda r, q: (q[[0, 0, *range(2, q.n_obs)]].copy(), r), {},
-                               ("error", "duplicated cell names.*obs_names_make_unique")),
-    "duplicated_cells_reference": (lambda r, q: (q, r[[0, 0, *range(2, r.n_obs)]].copy()), {"cicl": NO_REF},
-                                   ("error", "reference has 1 duplicated cell names")),
+    "class_with_one_cell": (
+        lambda r, q: (q, _relabel(r, ["Rare"] + list(r.obs["cell_type"].astype(str)[1:]))),
+        {"cicl": NO_REF},
+        ("ok", None),
+    ),
+    "no_shared_genes": (
+        lambda r, q: (_renamed(q, [f"X{i}" for i in range(q.n_vars)]), r),
+        {"cicl": NO_REF},
+        ("error", "shares only 0 of the 80"),
+    ),
+    "overlap_below_10pct": (
+        lambda r, q: (_renamed(q, [f"G{i}" if i < 5 else f"X{i}" for i in range(q.n_vars)]), r),
+        {"cicl": NO_REF},
+        ("error", r"shares only 5 of the 80 .*\(6.2%\)"),
+    ),
+    "overlap_75pct": (
+        lambda r, q: (_renamed(q, [f"G{i}" if i < 60 else f"X{i}" for i in range(q.n_vars)]), r),
+        {
+            "cicl": NO_REF,
+            "scnym": ("ok", None),  # documented: scNym trains on the shared genes (overlap in uns), no warning
+            "itclust": ("warn", "Only 60 of the 80 target HVGs"),
+        },
+        ("warn", "Only 60 of 80 model genes \\(75.0%\\) are present in the query"),
+    ),
+    "gene_case_differs": (
+        lambda r, q: (_renamed(q, [f"g{i}" for i in range(q.n_vars)]), r),
+        {
+            "cicl": NO_REF,
+            "itclust": ("ok", None),  # documented: ItClust matches upper-cased symbols (case_insensitive_genes=True)
+        },
+        ("error", "match when case is ignored"),
+    ),
+    "ensembl_vs_symbols": (
+        lambda r, q: (_renamed(q, [f"ENSG{i:011d}" for i in range(q.n_vars)]), r),
+        {"cicl": NO_REF},
+        ("error", "the query uses Ensembl IDs but the reference/model uses gene symbols"),
+    ),
+    "duplicated_genes_query": (
+        lambda r, q: (_renamed(q, ["G0", *q.var_names[1:-1], "G0"]), r),
+        {},
+        ("error", r"1 duplicated gene names \('G0'\).*var_names_make_unique"),
+    ),
+    "duplicated_genes_reference": (
+        lambda r, q: (q, _renamed(r, ["G0", *r.var_names[1:-1], "G0"])),
+        {"cicl": NO_REF},
+        ("error", "reference has 1 duplicated gene names"),
+    ),
+    "duplicated_cells_query": (
+        lambda r, q: (q[[0, 0, *range(2, q.n_obs)]].copy(), r),
+        {},
+        ("error", "duplicated cell names.*obs_names_make_unique"),
+    ),
+    "duplicated_cells_reference": (
+        lambda r, q: (q, r[[0, 0, *range(2, r.n_obs)]].copy()),
+        {"cicl": NO_REF},
+        ("error", "reference has 1 duplicated cell names"),
+    ),
     "cell_names_collide": (lambda r, q: (q, r), {"cicl": NO_REF}, ("ok", None)),  # see the builder below
     # ---- values
     "nan_in_query": (lambda r, q: (set_cell(q, np.nan), r), {}, ("error", "1 NaN or infinite values")),
     "inf_in_query": (lambda r, q: (set_cell(q, np.inf), r), {}, ("error", "1 NaN or infinite values")),
     "negative_in_query": (lambda r, q: (set_cell(q, -1.0), r), {}, ("error", "negative values.*scale.data")),
-    "negative_in_reference": (lambda r, q: (q, set_cell(r, -1.0)), {"cicl": NO_REF},
-                              ("error", "reference.X contains negative values")),
+    "negative_in_reference": (
+        lambda r, q: (q, set_cell(r, -1.0)),
+        {"cicl": NO_REF},
+        ("error", "reference.X contains negative values"),
+    ),
     "missing_layer": (lambda r, q: (q, r), {}, ("error", "Layer 'counts' is not in the")),
-    "log_normalised_as_counts": (lambda r, q: (with_X(q, sp.csr_matrix(np.log1p(q.X.toarray()))), r), {},
-                                 ("warn", "looks log-transformed")),
+    "log_normalised_as_counts": (
+        lambda r, q: (with_X(q, sp.csr_matrix(np.log1p(q.X.toarray()))), r),
+        {},
+        ("warn", "looks log-transformed"),
+    ),
     "non_integer_counts": (lambda r, q: (with_X(q, q.X * 1.37), r), {}, ("ok", None)),
-    "all_zero_cell_and_gene": (lambda r, q: (set_cell(set_cell(q, 0.0, (slice(None), 3)), 0.0, (0, slice(None))), r),
-                               {"nmf_transfer": ("ok", None)}, ("warn", "1 cells have no counts")),
+    "all_zero_cell_and_gene": (
+        lambda r, q: (set_cell(set_cell(q, 0.0, (slice(None), 3)), 0.0, (0, slice(None))), r),
+        {"nmf_transfer": ("ok", None)},
+        ("warn", "1 cells have no counts"),
+    ),
     "dense_integer_matrix": (lambda r, q: (with_X(q, q.X.toarray().astype(np.int64)), r), {}, ("ok", None)),
     "csc_matrix": (lambda r, q: (with_X(q, sp.csc_matrix(q.X)), r), {}, ("ok", None)),
-    "query_all_zero": (lambda r, q: (with_X(q, sp.csr_matrix(q.shape, dtype=np.float32)), r), {},
-                       ("error", "holds no counts \\(every value is 0\\)")),
-    "reference_all_zero": (lambda r, q: (q, with_X(r, sp.csr_matrix(r.shape, dtype=np.float32))), {"cicl": NO_REF},
-                           ("error", "reference.X holds no counts")),
-    "X_none": (lambda r, q: (with_X(q, None), r), {}, ("error", "X is empty \\(None\\); put raw counts in .X or name a layer")),
+    "query_all_zero": (
+        lambda r, q: (with_X(q, sp.csr_matrix(q.shape, dtype=np.float32)), r),
+        {},
+        ("error", "holds no counts \\(every value is 0\\)"),
+    ),
+    "reference_all_zero": (
+        lambda r, q: (q, with_X(r, sp.csr_matrix(r.shape, dtype=np.float32))),
+        {"cicl": NO_REF},
+        ("error", "reference.X holds no counts"),
+    ),
+    "X_none": (
+        lambda r, q: (with_X(q, None), r),
+        {},
+        ("error", "X is empty \\(None\\); put raw counts in .X or name a layer"),
+    ),
     "counts_in_a_layer": (lambda r, q: (_to_layer(q), r), {}, ("ok", None)),
     # ---- metadata
-    "labels_column_missing": (lambda r, q: (q, r[:, :].copy()), {"cicl": NO_REF},
-                              ("error", "labels_key='cell_type' is not a column.*available columns")),
-    "labels_all_na": (lambda r, q: (q, _relabel(r, pd.Categorical([None] * r.n_obs, categories=["A"]))),
-                      {"cicl": NO_REF}, ("error", "entirely NA")),
-    "labels_partly_na": (lambda r, q: (q, _relabel(r, [None] * 5 + list(r.obs["cell_type"].astype(str)[5:]))),
-                         {"cicl": NO_REF}, ("warn", "5 reference cells have no label")),
-    "labels_numeric": (lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.codes.astype(int))), {"cicl": NO_REF},
-                       ("ok", None)),
-    "labels_factor_unused_levels": (lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.add_categories(["unused"]))),
-                                    {"cicl": NO_REF}, ("ok", None)),
-    "label_named_Unassigned": (lambda r, q: (q, _relabel(r, ["Unassigned", *r.obs["cell_type"].astype(str)[1:]])),
-                               {"cicl": NO_REF}, ("warn", "has a class named 'Unassigned'")),
+    "labels_column_missing": (
+        lambda r, q: (q, r[:, :].copy()),
+        {"cicl": NO_REF},
+        ("error", "labels_key='cell_type' is not a column.*available columns"),
+    ),
+    "labels_all_na": (
+        lambda r, q: (q, _relabel(r, pd.Categorical([None] * r.n_obs, categories=["A"]))),
+        {"cicl": NO_REF},
+        ("error", "entirely NA"),
+    ),
+    "labels_partly_na": (
+        lambda r, q: (q, _relabel(r, [None] * 5 + list(r.obs["cell_type"].astype(str)[5:]))),
+        {"cicl": NO_REF},
+        ("warn", "5 reference cells have no label"),
+    ),
+    "labels_numeric": (
+        lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.codes.astype(int))),
+        {"cicl": NO_REF},
+        ("ok", None),
+    ),
+    "labels_factor_unused_levels": (
+        lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.add_categories(["unused"]))),
+        {"cicl": NO_REF},
+        ("ok", None),
+    ),
+    "label_named_Unassigned": (
+        lambda r, q: (q, _relabel(r, ["Unassigned", *r.obs["cell_type"].astype(str)[1:]])),
+        {"cicl": NO_REF},
+        ("warn", "has a class named 'Unassigned'"),
+    ),
     "labels_differ_in_case_or_spaces": (
         lambda r, q: (q, _relabel(r, [*["t cell ", "T cell"] * 2, *r.obs["cell_type"].astype(str)[4:]])),
-        {"cicl": NO_REF}, ("warn", "differ only in case or spacing \\('t cell ' vs 'T cell'\\)")),
+        {"cicl": NO_REF},
+        ("warn", "differ only in case or spacing \\('t cell ' vs 'T cell'\\)"),
+    ),
     "labels_spaces_slashes_unicode": (
-        lambda r, q: (q, _relabel(r, r.obs["cell_type"].cat.rename_categories(["T cell / CD4+", "Zelltyp ä β", "x_y"]))),
-        {"cicl": NO_REF}, ("ok", None)),
+        lambda r, q: (
+            q,
+            _relabel(r, r.obs["cell_type"].cat.rename_categories(["T cell / CD4+", "Zelltyp ä β", "x_y"])),
+        ),
+        {"cicl": NO_REF},
+        ("ok", None),
+    ),
 }
 
 
@@ -205,6 +299,7 @@ def test_case(case, method, monkeypatch):
     query, ref, kw = build(case, method)
     before = snapshot(query)
     if kind == "error":
+
         def progress(*args, **kwargs):
             raise TrainingStarted("training started before the input was validated")
 
@@ -224,11 +319,18 @@ def test_case(case, method, monkeypatch):
     # properties of the documented behaviours
     if case == "non_integer_counts":
         assert not any("log-transformed" in m for m in messages)
-    if case in {"labels_numeric", "labels_factor_unused_levels", "labels_spaces_slashes_unicode",
-                "class_with_one_cell"}:
-        expected = {"labels_numeric": {"0", "1", "2"}, "labels_factor_unused_levels": {"A", "B", "C"},
-                    "labels_spaces_slashes_unicode": {"T cell / CD4+", "Zelltyp ä β", "x_y"},
-                    "class_with_one_cell": {"A", "B", "C", "Rare"}}[case]
+    if case in {
+        "labels_numeric",
+        "labels_factor_unused_levels",
+        "labels_spaces_slashes_unicode",
+        "class_with_one_cell",
+    }:
+        expected = {
+            "labels_numeric": {"0", "1", "2"},
+            "labels_factor_unused_levels": {"A", "B", "C"},
+            "labels_spaces_slashes_unicode": {"T cell / CD4+", "Zelltyp ä β", "x_y"},
+            "class_with_one_cell": {"A", "B", "C", "Rare"},
+        }[case]
         classes = set(query.uns[method].get("classes", query.uns[method].get("source_classes", [])))
         if method == "itclust":
             classes = set(query.uns[method]["source_types"])
@@ -270,8 +372,11 @@ def test_something_other_than_anndata_is_refused_with_how_to_make_one(method, no
     ref, q = toy(), toy(seed=1, prefix="q")
     before = snapshot(q)
     what = "data" if method == "cicl" else "query"
-    bad_query = [(q.to_df(), r"wrap it: anndata\.AnnData\(df\)"), ("q.h5ad", "read the file first"),
-                 (q.X, "wrap it with its names")]
+    bad_query = [
+        (q.to_df(), r"wrap it: anndata\.AnnData\(df\)"),
+        ("q.h5ad", "read the file first"),
+        (q.X, "wrap it with its names"),
+    ]
     for obj, hint in bad_query:
         with pytest.raises(TypeError, match=f"The {what} must be an AnnData .*not {type(obj).__name__}; {hint}"):
             run(method, obj, ref)
@@ -280,8 +385,10 @@ def test_something_other_than_anndata_is_refused_with_how_to_make_one(method, no
             run(method, q, [ref, ref])
     assert_unchanged(q, before)
     est = get_method(method).estimator
-    with pytest.raises(ValueError, match="The reference must be an AnnData" if takes_reference(method)
-                       else "The data must be an AnnData"):
+    with pytest.raises(
+        ValueError,
+        match="The reference must be an AnnData" if takes_reference(method) else "The data must be an AnnData",
+    ):
         if method == "cicl":
             est(verbose=False).fit("data.h5ad")
         elif method == "itclust":
@@ -370,9 +477,16 @@ def test_a_result_that_cannot_be_written_leaves_the_object_as_it_was():
     q = toy(seed=1, prefix="q")
     n = q.n_obs
     probs = np.full((n, 2), 0.5)
-    bad = AnnotationResult(obs_names=q.obs_names, classes=["A", "B"], probabilities=probs,
-                           labels=np.array(["A"] * n, dtype=object), raw_labels=np.array(["A"] * n, dtype=object),
-                           confidence=probs.max(1), embedding=np.zeros((n - 1, 4)), method="scnym")
+    bad = AnnotationResult(
+        obs_names=q.obs_names,
+        classes=["A", "B"],
+        probabilities=probs,
+        labels=np.array(["A"] * n, dtype=object),
+        raw_labels=np.array(["A"] * n, dtype=object),
+        confidence=probs.max(1),
+        embedding=np.zeros((n - 1, 4)),
+        method="scnym",
+    )
     before = snapshot(q)
     with pytest.raises(ValueError, match="nothing was written"):
         bad.to_adata(q)

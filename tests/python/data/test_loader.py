@@ -1,4 +1,5 @@
 """Minibatches (pybridge/data/_loader.py): one pass of index batches, the endless sampler, densifying rows."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,15 +19,18 @@ def sizes(batches):
 
 
 # ============================================================================ epoch_batches
-@pytest.mark.parametrize("n, batch_size, drop_last, expected", [
-    (100, 32, True, [32, 32, 32]),  # the incomplete tail (4) is dropped
-    (100, 32, False, [32, 32, 32, 4]),
-    (96, 32, True, [32, 32, 32]),  # exact multiple: nothing to drop
-    (96, 32, False, [32, 32, 32]),
-    (33, 32, False, [33]),  # a tail of 1 < min_size=2 is merged into the previous batch
-    (33, 32, True, [32]),  # ... unless it is dropped
-    (65, 32, False, [32, 33]),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, drop_last, expected",
+    [
+        (100, 32, True, [32, 32, 32]),  # the incomplete tail (4) is dropped
+        (100, 32, False, [32, 32, 32, 4]),
+        (96, 32, True, [32, 32, 32]),  # exact multiple: nothing to drop
+        (96, 32, False, [32, 32, 32]),
+        (33, 32, False, [33]),  # a tail of 1 < min_size=2 is merged into the previous batch
+        (33, 32, True, [32]),  # ... unless it is dropped
+        (65, 32, False, [32, 33]),
+    ],
+)
 def test_epoch_batch_sizes(n, batch_size, drop_last, expected):
     assert sizes(epoch_batches(n, batch_size, rng(), drop_last=drop_last)) == expected
 

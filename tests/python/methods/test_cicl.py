@@ -1,4 +1,5 @@
 """CICL: loss functions, K-means, preprocessing, the estimator, outputs and behaviour on real data."""
+
 from __future__ import annotations
 
 import anndata as ad
@@ -8,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from conftest import load
 from sklearn.metrics import adjusted_rand_score
 
 import pybridge
@@ -28,11 +30,20 @@ from pybridge.models.cicl import (
     student_t,
 )
 
-from conftest import load
-
 #: A small network and short schedule for the property tests (the slow real-data tests use the paper's sizes).
-SMALL = dict(n_top_genes=200, n_layers=1, head_dim=32, ffn_dim=64, proj_hidden=64, proj_dim=32, n_epochs=4,
-             kmeans_n_init=3, kmeans_n_init_train=1, verbose=False, device="cpu")
+SMALL = dict(
+    n_top_genes=200,
+    n_layers=1,
+    head_dim=32,
+    ffn_dim=64,
+    proj_hidden=64,
+    proj_dim=32,
+    n_epochs=4,
+    kmeans_n_init=3,
+    kmeans_n_init_train=1,
+    verbose=False,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +79,12 @@ def test_nt_xent_matches_the_paper_formula():
     b = len(z1)
     z = torch.cat([z1, z2])
 
-    def l(i, partner):  # Eq. 12 with the 2B - 1 other views in the denominator
+    def loss(i, partner):  # Eq. 12 with the 2B - 1 other views in the denominator
         num = torch.exp(z[i] @ z[partner] / T)
         den = sum(torch.exp(z[i] @ z[m] / T) for m in range(2 * b) if m != i)
         return -torch.log(num / den)
 
-    expected = sum(l(i, i + b) + l(i + b, i) for i in range(b)) / (2 * b)
+    expected = sum(loss(i, i + b) + loss(i + b, i) for i in range(b)) / (2 * b)
     assert torch.allclose(nt_xent(similarities(z1, z2, T)), expected, atol=1e-5)
 
 
@@ -114,8 +125,10 @@ def test_similarities_gradient_matches_autograd_of_the_plain_product():
     z = torch.cat([z1, z2])
     ((z @ z.T / 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0) * w).sum().backward()
     assert torch.allclose(g1, z1.grad) and torch.allclose(g2, z2.grad)
-    assert torch.autograd.gradcheck(lambda a, b: similarities(a, b, 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0),
-                                    (z1.detach().requires_grad_(), z2.detach().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda a, b: similarities(a, b, 0.5).masked_fill(torch.eye(24, dtype=torch.bool), 0),
+        (z1.detach().requires_grad_(), z2.detach().requires_grad_()),
+    )
 
 
 def _losses_and_grads(z1, z2, labels, temperature, w_ins, w_clu, fused):
@@ -138,12 +151,14 @@ def test_fused_ntxent_supcon_equals_the_separate_losses_and_their_gradients():
     z2 = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
     labels = torch.randint(0, 4, (b,))
     (a_ins, a_clu, a_g1, a_g2), (b_ins, b_clu, b_g1, b_g2) = (
-        _losses_and_grads(z1, z2, labels, 0.5, 1.0, 0.1, fused) for fused in (False, True))
+        _losses_and_grads(z1, z2, labels, 0.5, 1.0, 0.1, fused) for fused in (False, True)
+    )
     assert b_ins == pytest.approx(a_ins, rel=1e-5) and b_clu == pytest.approx(a_clu, rel=1e-5)
     assert torch.allclose(a_g1, b_g1, atol=1e-6) and torch.allclose(a_g2, b_g2, atol=1e-6)
     # one pseudo-cluster: the cluster term is exactly 0 here too
-    assert float(ntxent_supcon(z1.detach(), z2.detach(), torch.zeros(b, dtype=torch.long), 0.5)[1]) == \
-        pytest.approx(0.0, abs=1e-6)
+    assert float(ntxent_supcon(z1.detach(), z2.detach(), torch.zeros(b, dtype=torch.long), 0.5)[1]) == pytest.approx(
+        0.0, abs=1e-6
+    )
     with pytest.raises(ValueError, match="temperature"):
         ntxent_supcon(z1, z2, labels, 0.01)
 
@@ -247,8 +262,10 @@ def test_norm_placement_decides_whether_the_encoder_keeps_each_cells_scale():
     torch.manual_seed(0)
     x = torch.randn(6, 16)
     x3 = torch.cat([x, 3 * x])  # the same cells at three times the scale
-    enc = {n: CICLEncoder(16, n_layers=2, n_heads=2, head_dim=8, ffn_dim=32, dropout=0.0, norm=n).eval()
-           for n in ("post", "pre", "none")}
+    enc = {
+        n: CICLEncoder(16, n_layers=2, n_heads=2, head_dim=8, ffn_dim=32, dropout=0.0, norm=n).eval()
+        for n in ("post", "pre", "none")
+    }
     with torch.no_grad():
         out = {n: e(x3) for n, e in enc.items()}
     # post-LN (paper): every layer ends in a per-cell LayerNorm, so the output ignores the cell's scale

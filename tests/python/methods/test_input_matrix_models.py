@@ -1,6 +1,7 @@
 """The bad-input matrix, part 2: estimators (fit / predict / save / load), model directories and the CLI,
 for every method in the registry (tiny data and settings from input_matrix_helpers.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from input_matrix_helpers import (
+    METHODS,
+    TINY,
+    TRAINING_MODULES,
+    TrainingStarted,  # noqa: F401
+    interrupt_training,
+    is_annotation,
+    needs_reference,
+    toy,
+)
 
 import pybridge
 from pybridge import _io
-from pybridge.models._registry import get_method
 from pybridge.cli import main
-
-from input_matrix_helpers import (METHODS, TINY, TRAINING_MODULES, TrainingStarted,  # noqa: F401
-                                  interrupt_training, is_annotation, needs_reference, one_thread, toy)
+from pybridge.models._registry import get_method
 
 #: run by the CLI as ``annotate`` (a labelled reference is required: scNym, JIND and ItClust) or ``cluster``
 ANNOTATION = [m for m in METHODS if needs_reference(m)]
@@ -110,12 +118,15 @@ def test_save_and_load_expand_the_home_folder_and_refuse_a_file(method, saved, t
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("case, match", [
-    ("duplicated_genes", "duplicated gene names"),
-    ("no_shared_genes", "shares only 0 of the"),
-    ("nan", "NaN or infinite"),
-    ("empty", "has no cells"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("duplicated_genes", "duplicated gene names"),
+        ("no_shared_genes", "shares only 0 of the"),
+        ("nan", "NaN or infinite"),
+        ("empty", "has no cells"),
+    ],
+)
 def test_predict_refuses_bad_queries(method, case, match, saved):
     model = load(method, saved[method][0], device="cpu")
     q = toy(seed=2, prefix="z")
@@ -307,18 +318,20 @@ def test_cli_runs_each_method(command, method, files):
 
 
 @pytest.mark.parametrize("command, method", entry_points())
-@pytest.mark.parametrize("case, match", [
-    ("duplicated_genes", "duplicated gene names"),
-    ("cuda", "no CUDA GPU"),
-    ("key_taken", "already exists and was written by something other than pybridge"),
-    ("not_h5ad", "could not read"),
-    ("missing_file", "does not exist"),
-    ("unknown_option", "Unknown .*Config option"),
-    ("out_folder_missing", "folder .* does not exist"),
-    ("rds_out_from_h5ad", "--out \\*.rds needs the query to be an .rds file"),
-])
-def test_cli_bad_input_exits_2_with_one_line_before_training(command, method, case, match, files, capsys,
-                                                             monkeypatch):
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("duplicated_genes", "duplicated gene names"),
+        ("cuda", "no CUDA GPU"),
+        ("key_taken", "already exists and was written by something other than pybridge"),
+        ("not_h5ad", "could not read"),
+        ("missing_file", "does not exist"),
+        ("unknown_option", "Unknown .*Config option"),
+        ("out_folder_missing", "folder .* does not exist"),
+        ("rds_out_from_h5ad", "--out \\*.rds needs the query to be an .rds file"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line_before_training(command, method, case, match, files, capsys, monkeypatch):
     import torch
 
     if case == "cuda" and torch.cuda.is_available():
@@ -329,8 +342,12 @@ def test_cli_bad_input_exits_2_with_one_line_before_training(command, method, ca
 
     for mod in TRAINING_MODULES:
         monkeypatch.setattr(f"{mod}.progress", progress)
-    query = {"duplicated_genes": "dup.h5ad", "key_taken": "taken.h5ad", "not_h5ad": "notes.txt",
-             "missing_file": "nothing.h5ad"}.get(case, "q.h5ad")
+    query = {
+        "duplicated_genes": "dup.h5ad",
+        "key_taken": "taken.h5ad",
+        "not_h5ad": "notes.txt",
+        "missing_file": "nothing.h5ad",
+    }.get(case, "q.h5ad")
     out = {"out_folder_missing": "no/such/dir/out.h5ad", "rds_out_from_h5ad": "out.rds"}.get(case, "out.h5ad")
     extra = {"cuda": ["--device", "cuda"], "unknown_option": ["--set", "n_epoch=3"]}.get(case, [])
     capsys.readouterr()
@@ -344,10 +361,43 @@ def test_cli_bad_input_exits_2_with_one_line_before_training(command, method, ca
 @pytest.mark.parametrize("method", ANNOTATION)
 def test_cli_train_then_predict(method, files):
     model_dir = files / "model"
-    assert main(["train", "--method", method, "--reference", str(files / "ref.h5ad"), "--query",
-                 str(files / "q.h5ad"), "--out", str(model_dir), "--device", "cpu", "--quiet", *_sets(method)]) == 0
-    assert main(["predict", "--model", str(model_dir), "--query", str(files / "q.h5ad"), "--csv",
-                 str(files / "p.csv"), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                method,
+                "--reference",
+                str(files / "ref.h5ad"),
+                "--query",
+                str(files / "q.h5ad"),
+                "--out",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--quiet",
+                *_sets(method),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--query",
+                str(files / "q.h5ad"),
+                "--csv",
+                str(files / "p.csv"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (files / "p.csv").exists()
 
 
@@ -359,10 +409,40 @@ def test_cli_train_then_predict_clusterers(method, files):
 
     model_dir = files / "model"
     data = ["--query", str(files / "q.h5ad")] if method == "cicl" else ["--reference", str(files / "ref.h5ad")]
-    assert main(["train", "--method", method, *data, "--out", str(model_dir), "--device", "cpu", "--quiet",
-                 *_sets(method, drop=("n_clusters",) if method == "nmf_transfer" else ())]) == 0
-    assert main(["predict", "--model", str(model_dir), "--query", str(files / "q.h5ad"), "--csv",
-                 str(files / "p.csv"), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                method,
+                *data,
+                "--out",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--quiet",
+                *_sets(method, drop=("n_clusters",) if method == "nmf_transfer" else ()),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--query",
+                str(files / "q.h5ad"),
+                "--csv",
+                str(files / "p.csv"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(files / "p.csv", index_col=0)
     q = ad.read_h5ad(files / "q.h5ad")
     assert list(table.index) == list(q.obs_names) and "cluster" in table
@@ -380,11 +460,14 @@ def test_cli_train_says_what_each_method_learns_from(files, capsys):
     assert "trains on a labelled reference" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fault, match", [
-    ("pickle_dir", "never loads pickled files"),
-    ("future_format", "Upgrade pybridge"),
-    ("not_a_dir", "not a pybridge model directory"),
-])
+@pytest.mark.parametrize(
+    "fault, match",
+    [
+        ("pickle_dir", "never loads pickled files"),
+        ("future_format", "Upgrade pybridge"),
+        ("not_a_dir", "not a pybridge model directory"),
+    ],
+)
 def test_cli_predict_refuses_faulty_model_dirs(fault, match, saved, files, capsys):
     path = copy_model(saved, "scnym", files)
     marker = files / "pickle_ran"

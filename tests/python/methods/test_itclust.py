@@ -1,4 +1,5 @@
 """ItClust: preprocessing, networks, the training stages, outputs and behaviour on real data."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import accuracy, load
 from sklearn.metrics import adjusted_rand_score
 
 import pybridge
@@ -26,13 +28,10 @@ from pybridge.models.itclust import (
     prepare,
     seurat_dispersion_hvg,
 )
-from pybridge.models.itclust._preprocess import resolve_min_genes
 from pybridge.models.itclust._model import _cluster_table
 from pybridge.models.itclust._module import kld, target_distribution
-from pybridge.models.itclust._preprocess import ScaledRows, merge_case
+from pybridge.models.itclust._preprocess import ScaledRows, merge_case, resolve_min_genes
 from pybridge.rejection import UNASSIGNED
-
-from conftest import accuracy, load
 
 #: Short schedules for the property tests (the real-data tests use the defaults).
 FAST = dict(layerwise_epochs=30, pretrain_epochs=60, source_epochs=60, maxiter=30)

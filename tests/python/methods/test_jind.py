@@ -4,6 +4,7 @@ Real-data tests use the panc8_small leave-one-technology-out pair (indrop as
 query) with a reduced configuration (500 genes, short GAN) so the file stays
 fast; the heavier checks with the paper's defaults are marked ``slow``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import accuracy, load
 
 import pybridge
 from pybridge.api import compute_jind
@@ -31,12 +33,18 @@ from pybridge.models.jind import (
 )
 from pybridge.rejection import UNASSIGNED, class_thresholds, reject
 
-from conftest import accuracy, load
-
 #: small but complete configuration: every stage runs, in seconds; the last generator is kept (not the
 #: identity the default rule may keep) so the aligned stages use a trained generator
-FAST = dict(n_top_genes=500, n_epochs=15, gan_epochs=3, gan_min_steps=10, plus_epochs=3, jind_plus=True,
-            gan_stop="epochs", align_selection="last")
+FAST = dict(
+    n_top_genes=500,
+    n_epochs=15,
+    gan_epochs=3,
+    gan_min_steps=10,
+    plus_epochs=3,
+    jind_plus=True,
+    gan_stop="epochs",
+    align_selection="last",
+)
 
 
 # ----------------------------------------------------------------------------- pure units
@@ -59,10 +67,14 @@ def test_thresholds_per_predicted_class_from_validation_matrix():
     model._fit_rejection(P)
     np.testing.assert_allclose(model.thresholds_, tau)
     # a query cell is rejected by the threshold of its *predicted* class
-    Q = np.array([[0.52, 0.48, 0.0],   # predicted a, 0.52 < 0.525 -> rejected
-                  [0.53, 0.0, 0.47],   # predicted a, 0.53 >= 0.525 -> kept
-                  [0.41, 0.59, 0.0],   # predicted b, 0.59 < 0.6 -> rejected
-                  [0.0, 0.15, 0.85]])  # predicted c, 0.85 < 0.9 (default) -> rejected
+    Q = np.array(
+        [
+            [0.52, 0.48, 0.0],  # predicted a, 0.52 < 0.525 -> rejected
+            [0.53, 0.0, 0.47],  # predicted a, 0.53 >= 0.525 -> kept
+            [0.41, 0.59, 0.0],  # predicted b, 0.59 < 0.6 -> rejected
+            [0.0, 0.15, 0.85],
+        ]
+    )  # predicted c, 0.85 < 0.9 (default) -> rejected
     assert reject(Q, model.thresholds_).tolist() == [True, False, True, True]
 
 
@@ -112,15 +124,27 @@ def test_config_defaults_overrides_and_errors():
     cfg = JINDConfig()
     assert (cfg.n_top_genes, cfg.n_latent, cfg.dropout, cfg.lr, cfg.outlier_fraction) == (5000, 256, 0.2, 1e-3, 0.05)
     assert (cfg.g_lr, cfg.g_weight_decay, cfg.d_weight_decay, cfg.gan_batch_size, cfg.d_steps) == (
-        1e-4, 1e-2, 1e-6, 512, 2)
+        1e-4,
+        1e-2,
+        1e-6,
+        512,
+        2,
+    )
     assert (cfg.plus_outlier_fraction, cfg.plus_lr, cfg.plus_batch_size, cfg.plus_epochs) == (0.3, 1e-4, 32, 10)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 0.1
     assert JIND(n_epochs=3, device="cpu").config.n_epochs == 3
     with pytest.raises(TypeError, match="Unknown JINDConfig option.*n_epoch"):
         JIND(n_epoch=3)
-    for bad in ({"outlier_fraction": 1.0}, {"gene_selection": "pca"}, {"align_selection": "best"},
-                {"n_top_genes": 0}, {"log_base": 1.0}, {"target_sum": -1.0}, {"gan_patience": 0}):
+    for bad in (
+        {"outlier_fraction": 1.0},
+        {"gene_selection": "pca"},
+        {"align_selection": "best"},
+        {"n_top_genes": 0},
+        {"log_base": 1.0},
+        {"target_sum": -1.0},
+        {"gan_patience": 0},
+    ):
         with pytest.raises(ValueError):
             JINDConfig(**bad)
 
@@ -220,13 +244,13 @@ def test_save_load_predict_and_adapt_without_reference(fitted, pair, tmp_path):
     assert reloaded.stages_ == ["base", "aligned", "plus"]
     for stage in ("aligned", "plus"):
         np.testing.assert_array_equal(reloaded.predict(q, stage=stage).labels, fitted.predict(q, stage=stage).labels)
-        np.testing.assert_allclose(reloaded.predict(q, stage=stage).probabilities,
-                                   fitted.predict(q, stage=stage).probabilities, atol=1e-6)
+        np.testing.assert_allclose(
+            reloaded.predict(q, stage=stage).probabilities, fitted.predict(q, stage=stage).probabilities, atol=1e-6
+        )
 
     # prediction-time options can be overridden on load: a larger outlier fraction rejects more
     stricter = JIND.load(tmp_path / "adapted", device="cpu", verbose=False, outlier_fraction=0.3)
-    assert (stricter.predict(q, stage="base").rejected.mean()
-            >= fitted.predict(q, stage="base").rejected.mean())
+    assert stricter.predict(q, stage="base").rejected.mean() >= fitted.predict(q, stage="base").rejected.mean()
     assert (stricter.thresholds_ >= fitted.thresholds_).all()
 
 
@@ -286,8 +310,9 @@ def test_api_writes_outputs_and_registry(pair, tmp_path):
     assert (info.kind, info.reference, info.compute, info.estimator) == ("annotation", "required", compute_jind, JIND)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        out = pybridge.jind(q, ref, key_added="jd", copy=True, seed=0, device="cpu", verbose=False,
-                            **{**FAST, "jind_plus": False})
+        out = pybridge.jind(
+            q, ref, key_added="jd", copy=True, seed=0, device="cpu", verbose=False, **{**FAST, "jind_plus": False}
+        )
     assert "jd" not in q.obs and out is not None
     assert isinstance(out.obs["jd"].dtype, pd.CategoricalDtype)
     assert set(out.obs["jd"].cat.categories) == set(sorted(ref.obs["cell_type"].unique())) | {UNASSIGNED}
@@ -368,8 +393,9 @@ def test_unseen_b_cells_are_rejected_far_more_often():
     ref, q = load("casi_zheng_sorted_train"), load("casi_zheng_sorted_test")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = JIND(seed=0, device="cpu", verbose=False, n_top_genes=2000, gan_epochs=3, gan_batch_size=128,
-                     gan_min_steps=10).fit(ref, query=q)
+        model = JIND(
+            seed=0, device="cpu", verbose=False, n_top_genes=2000, gan_epochs=3, gan_batch_size=128, gan_min_steps=10
+        ).fit(ref, query=q)
     truth = q.obs["cell_type"].astype(str).to_numpy()
     unseen = truth == "B_cells"
     assert "B_cells" not in model.classes_ and model.fit_info_["alignment"]["applied"]

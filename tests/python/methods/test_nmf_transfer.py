@@ -8,6 +8,7 @@ at this size the paper's refinement of W_src drifts away from the labels
 (measured source ARI 0.3-0.75, see benchmarks/results_nmf_transfer.md), which
 is a property of the paper's NMF step, tested separately.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,6 +26,7 @@ from sklearn.decomposition import NMF, non_negative_factorization
 from sklearn.metrics import adjusted_rand_score as ari
 
 import pybridge
+from pybridge.models._registry import get_method
 from pybridge.models.nmf_transfer import (
     DEFAULT_THETAS,
     DataOperator,
@@ -39,9 +41,7 @@ from pybridge.models.nmf_transfer import (
     simulate_transfer,
 )
 from pybridge.models.nmf_transfer._sc3 import consensus_scores, distance_matrix, sc3
-from pybridge.models._registry import get_method
 from pybridge.rejection import UNASSIGNED
-
 
 CPU = torch.device("cpu")
 FAST = dict(gene_filter=False, verbose=False, device="cpu")  # simulated counts are non-zero almost everywhere
@@ -108,15 +108,42 @@ def test_enet_nmf_equals_scikit_learn_with_stated_alpha_mapping():
     A0 = np.eye(k)[y]
     op = DataOperator(sp.csr_matrix(X), CPU, dtype=torch.float64)
     # step (a): the dictionary with the coefficients fixed at the one-hot labels
-    B_sk, _, _ = non_negative_factorization(X.T, H=A0.T.copy(), n_components=k, init="custom", update_H=False,
-                                            solver="cd", alpha_W=alpha / n, alpha_H=alpha / g, l1_ratio=l1,
-                                            max_iter=4000, tol=1e-3)
-    _, Bt, _ = enet_nmf(op, torch.tensor(A0), torch.zeros(g, k, dtype=torch.float64), alpha=alpha, l1_ratio=l1,
-                        max_iter=4000, tol=1e-3, update_coef=False)
+    B_sk, _, _ = non_negative_factorization(
+        X.T,
+        H=A0.T.copy(),
+        n_components=k,
+        init="custom",
+        update_H=False,
+        solver="cd",
+        alpha_W=alpha / n,
+        alpha_H=alpha / g,
+        l1_ratio=l1,
+        max_iter=4000,
+        tol=1e-3,
+    )
+    _, Bt, _ = enet_nmf(
+        op,
+        torch.tensor(A0),
+        torch.zeros(g, k, dtype=torch.float64),
+        alpha=alpha,
+        l1_ratio=l1,
+        max_iter=4000,
+        tol=1e-3,
+        update_coef=False,
+    )
     np.testing.assert_allclose(Bt.numpy(), B_sk, atol=1e-10)
     # step (b): both factors from there
-    sk = NMF(k, init="custom", solver="cd", alpha_W=alpha / g, alpha_H=alpha / n, l1_ratio=l1, max_iter=4000,
-             tol=1e-3, shuffle=False)
+    sk = NMF(
+        k,
+        init="custom",
+        solver="cd",
+        alpha_W=alpha / g,
+        alpha_H=alpha / n,
+        l1_ratio=l1,
+        max_iter=4000,
+        tol=1e-3,
+        shuffle=False,
+    )
     A_sk = sk.fit_transform(X, W=A0.copy(), H=B_sk.T.copy())
     A, Bt2, info = enet_nmf(op, torch.tensor(A0), Bt, alpha=alpha, l1_ratio=l1, max_iter=4000, tol=1e-3)
     assert info["n_iter"] == sk.n_iter_
@@ -136,9 +163,15 @@ def test_nmf_objective_decreases(fitted):
     X, y, k = _small_problem(1)
     op = DataOperator(sp.csr_matrix(X), CPU, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
-    A, Bt, info = enet_nmf(op, torch.eye(k, dtype=torch.float64)[y],
-                           torch.rand(X.shape[1], k, dtype=torch.float64, generator=g),
-                           alpha=10.0, l1_ratio=0.75, max_iter=200, tol=0.0)
+    A, Bt, info = enet_nmf(
+        op,
+        torch.eye(k, dtype=torch.float64)[y],
+        torch.rand(X.shape[1], k, dtype=torch.float64, generator=g),
+        alpha=10.0,
+        l1_ratio=0.75,
+        max_iter=200,
+        tol=0.0,
+    )
     f = np.asarray(info["objective"])
     assert np.all(np.diff(f) <= 1e-12 * f[:-1]) and f[-1] < f[0]
     assert f[-1] == pytest.approx(enet_objective(op, A, Bt, 10.0, 0.75), rel=1e-10)
@@ -249,8 +282,12 @@ def test_same_seed_same_labels(fitted):
     X, y, k = _small_problem(4)
     op = DataOperator(sp.csr_matrix(X), CPU, dtype=torch.float64)
     A0, B0 = torch.eye(k, dtype=torch.float64)[y], torch.ones(X.shape[1], k, dtype=torch.float64)
-    runs = [enet_nmf(op, A0, B0, alpha=1.0, l1_ratio=0.5, max_iter=30, tol=0.0,
-                     generator=torch.Generator().manual_seed(3))[0] for _ in range(2)]
+    runs = [
+        enet_nmf(op, A0, B0, alpha=1.0, l1_ratio=0.5, max_iter=30, tol=0.0, generator=torch.Generator().manual_seed(3))[
+            0
+        ]
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0], runs[1])
 
 
@@ -295,7 +332,10 @@ def _transfer_vs_target(overlap, seeds, n_target):
 
 
 def test_transfer_beats_target_only_on_complete_overlap():
-    """The paper's Fig. 2B direction on small targets (measured ARI: transfer 1.0/1.0/0.84/0.89, target 0.94/0.74/0.83/0.34)."""
+    """The paper's Fig. 2B direction on small targets.
+
+    Measured ARI: transfer 1.0/1.0/0.84/0.89, target 0.94/0.74/0.83/0.34.
+    """
     res = _transfer_vs_target("complete", [0, 1, 2, 3], 40)
     transfer, target = res[:, 0], res[:, 1]
     assert transfer.mean() > target.mean() + 0.1
@@ -350,8 +390,12 @@ def test_save_load_gives_identical_clusters(fitted, tmp_path):
     np.testing.assert_array_equal(before.clusters, after.clusters)
     np.testing.assert_array_equal(before.embedding, after.embedding)
     assert loaded.classes_ == model.classes_ and list(loaded.genes_) == list(model.genes_)
-    assert NMFTransfer.load(tmp_path / "m", device="cpu", verbose=False, thetas=[0.5]).predict(
-        t, n_clusters=k).params["theta"] == 0.5
+    assert (
+        NMFTransfer.load(tmp_path / "m", device="cpu", verbose=False, thetas=[0.5])
+        .predict(t, n_clusters=k)
+        .params["theta"]
+        == 0.5
+    )
     with pytest.raises(ValueError, match="concatenate"):
         NMFTransfer.load(tmp_path / "m", device="cpu", verbose=False, mode="concatenate").predict(t, n_clusters=k)
 
@@ -366,8 +410,9 @@ def test_baselines_and_label_free_source():
     assert alone.params["mode"] == "target" and alone.cell_types is None and alone.params["gene_overlap"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no source-ARI warning without labels
-        free = pybridge.api.compute_nmf_transfer(t, reference=s, n_clusters=k, labels_key=None, n_source_clusters=4,
-                                                 nmf_refine=False, seed=0, **FAST)
+        free = pybridge.api.compute_nmf_transfer(
+            t, reference=s, n_clusters=k, labels_key=None, n_source_clusters=4, nmf_refine=False, seed=0, **FAST
+        )
     assert free.cell_types is None and free.params["source"]["label_free"]["n_components"] == 4
     assert all(c.startswith("NMF") for c in free.params["source_classes"])
 
@@ -377,8 +422,9 @@ def test_cell_filter_marks_removed_target_cells_unassigned():
     X = t.X.toarray()
     X[:3, 100:] = 0  # three cells with only 100 expressed genes
     t.X = sp.csr_matrix(X)
-    r = pybridge.api.compute_nmf_transfer(t, reference=s, n_clusters=4, cell_filter_min_genes=500, nmf_refine=False,
-                                          thetas=[0.0, 1.0], **FAST)
+    r = pybridge.api.compute_nmf_transfer(
+        t, reference=s, n_clusters=4, cell_filter_min_genes=500, nmf_refine=False, thetas=[0.0, 1.0], **FAST
+    )
     assert (r.clusters[:3] == UNASSIGNED).all() and (r.clusters[3:] != UNASSIGNED).all()
     assert (r.confidence[:3] == 0).all() and r.params["n_cells_filtered"] == 3
 
@@ -388,8 +434,9 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="labels_key='celltype'"):
         pybridge.api.compute_nmf_transfer(t, reference=s, labels_key="celltype", **FAST)
     with pytest.raises(ValueError, match="gene_filter=False"):  # a filter no gene passes
-        pybridge.api.compute_nmf_transfer(t, reference=s, n_clusters=4, gene_filter_threshold=1e9, verbose=False,
-                                          device="cpu")
+        pybridge.api.compute_nmf_transfer(
+            t, reference=s, n_clusters=4, gene_filter_threshold=1e9, verbose=False, device="cpu"
+        )
     other = t.copy()
     other.var_names = [f"x{i}" for i in range(other.n_vars)]
     with pytest.raises(ValueError, match="shares only 0"):

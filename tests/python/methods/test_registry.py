@@ -1,5 +1,6 @@
 """The method registry (pybridge/models/_registry.py): one typed record per method, read by the API, the CLI,
 the R bridge and the benchmarks; and ``load`` picking the estimator class from a saved model's metadata."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,14 +11,13 @@ import warnings
 
 import numpy as np
 import pytest
+from input_matrix_helpers import TINY, one_thread, toy  # noqa: F401 (one_thread: an autouse fixture)
 
 import pybridge
 import pybridge.api as api
 from pybridge import _io
 from pybridge.models import _registry
 from pybridge.models._registry import REGISTRY, MethodInfo, get_method, method_of_estimator, methods
-
-from input_matrix_helpers import TINY, one_thread, toy  # noqa: F401 (one_thread: an autouse fixture)
 
 EXPECTED = {  # name: (kind, reference, estimator, maps_types)
     "scnym": ("annotation", "required", pybridge.ScNym, False),
@@ -105,8 +105,15 @@ def test_outputs_name_what_a_result_writes():
     assert get_method("scnym").outputs("k") == ["k", "k_confidence", "k_raw", "k_probabilities", "X_k"]
     assert get_method("cicl").outputs("k") == ["k", "k_confidence", "k_probabilities", "X_k"]
     assert get_method("nmf_transfer").outputs("k") == ["k", "k_confidence", "k_probabilities", "X_k", "k_cell_type"]
-    assert get_method("itclust").outputs("k") == ["k", "k_confidence", "k_probabilities", "X_k", "k_cell_type",
-                                                  "k_cell_score", "k_cell_type_raw"]
+    assert get_method("itclust").outputs("k") == [
+        "k",
+        "k_confidence",
+        "k_probabilities",
+        "X_k",
+        "k_cell_type",
+        "k_cell_score",
+        "k_cell_type_raw",
+    ]
 
 
 # ============================================================================ load

@@ -1,4 +1,5 @@
 """scNym: invariants, determinism, persistence, gene alignment, real-data accuracy and discovery mode."""
+
 from __future__ import annotations
 
 import copy
@@ -6,15 +7,14 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
 import torch
+from conftest import accuracy, load
 
 import pybridge
 from pybridge.models.scnym import ScNymNet, grad_reverse, mask_genes, ramp_weight, sharpen
 from pybridge.rejection import UNASSIGNED
-
-from conftest import accuracy, load
 
 FAST = dict(n_epochs=12, min_epochs=4, patience=5, verbose=False)
 
@@ -129,8 +129,9 @@ def test_multi_domain_training(panc8):
     ref = panc8[panc8.obs["batch"].isin(["celseq", "celseq2", "smartseq2"])].copy()
     q = panc8[panc8.obs["batch"].isin(["indrop", "fluidigmc1"])].copy()
     model = pybridge.ScNym(seed=0, n_epochs=60, min_epochs=10, verbose=False).fit(ref, query=q, domain_key="batch")
-    assert model.domains_ == ["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"] or \
-        sorted(model.domains_) == sorted(["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"])
+    assert model.domains_ == ["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"] or sorted(
+        model.domains_
+    ) == sorted(["celseq", "celseq2", "smartseq2", "indrop", "fluidigmc1"])
     assert model.adversary_.net[-1].out_features == 5
     assert model.fit_info_["adversarial"]
     res = model.predict(q)
@@ -284,8 +285,8 @@ def test_baron_mouse_donors():
 @pytest.mark.slow
 def test_baron_with_the_most_variable_genes():
     """n_top_genes (off by default; the paper uses every shared gene), without discovery mode: measured 0.960 /
-    0.962 / 0.963 / 0.962 / 0.959 for seeds 0-4 with 2000 (3177 genes: the reference's and the query's top 2000), 0.944-0.967
-    with the reference's 2000 only, against 0.77-0.93 with all 14878 (test above)."""
+    0.962 / 0.963 / 0.962 / 0.959 for seeds 0-4 with 2000 (3177 genes: the reference's and the query's top
+    2000), 0.944-0.967 with the reference's 2000 only, against 0.77-0.93 with all 14878 (test above)."""
     ref, q = load("baron_mouse1"), load("baron_mouse2")
     res = pybridge.api.compute_scnym(q, ref, seed=0, verbose=False, discovery=False, n_top_genes=2000)
     assert res.params["config"]["n_top_genes"] == 2000
@@ -373,8 +374,13 @@ def test_rejection_score_auto_follows_discovery_mode():
 
 
 def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
-    from pybridge.data import (log_cpm, normalized_dispersion, seurat_dispersion_hvg, seurat_vst_hvg,
-                               standardized_variance)
+    from pybridge.data import (
+        log_cpm,
+        normalized_dispersion,
+        seurat_dispersion_hvg,
+        seurat_vst_hvg,
+        standardized_variance,
+    )
     from pybridge.models.scnym import _top_genes
 
     ref, q = panc8_pair

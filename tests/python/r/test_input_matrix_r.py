@@ -6,6 +6,7 @@ KeyboardInterrupt within a second, pybridge's bridge lets it through (it only tu
 errors), R raises an ``interrupt`` condition that the script's ``tryCatch(interrupt = )`` catches, the
 caller's object is identical to before, and the session goes on.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def test_sigint_during_training_leaves_r_alive_and_the_object_unchanged(tmp_path
     script.write_text(SCRIPT)
     env = dict(os.environ)
     env.setdefault("PYBRIDGE_PYTHON", sys.executable)
-    proc = subprocess.Popen([rscript, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [rscript, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
     reader.start()
@@ -86,12 +88,13 @@ def test_sigint_during_training_leaves_r_alive_and_the_object_unchanged(tmp_path
 def test_keyboard_interrupt_in_python_hosted_r_is_an_r_interrupt_and_changes_nothing(r_session, monkeypatch):
     """Python hosts R (rpy2): a KeyboardInterrupt in the training loop reaches R as an ``interrupt`` condition
     (class ``pybridge_interrupted``), not as a crash or an "internal" error; R's object is unchanged."""
-    import pybridge
     from input_matrix_helpers import interrupt_training
+
+    import pybridge
 
     interrupt_training(monkeypatch, [pybridge.ScNym.__module__])
     ro = r_session
-    ro.r('''
+    ro.r("""
       local({
         set.seed(1)
         m <- matrix(as.numeric(rpois(80 * 48, 3)), 80, 48, dimnames = list(paste0("G", 1:80), paste0("c", 1:48)))
@@ -100,11 +103,11 @@ def test_keyboard_interrupt_in_python_hosted_r_is_an_r_interrupt_and_changes_not
         assign("pb_intr_q", q, envir = globalenv())
         assign("pb_intr_before", q, envir = globalenv())
       })
-    ''')
-    got = ro.r('''
+    """)
+    got = ro.r("""
       tryCatch(pybridge::RunScNym(pb_intr_q, pb_intr_q, n_epochs = 3, device = "cpu", verbose = FALSE),
                interrupt = function(e) paste(c("INTERRUPT", class(e)[1], conditionMessage(e)), collapse = "|"))
-    ''')[0]
+    """)[0]
     assert got.startswith("INTERRUPT|pybridge_interrupted|Interrupted in Python"), got
     assert ro.r("identical(pb_intr_q, pb_intr_before)")[0]
     ro.r("rm(pb_intr_q, pb_intr_before, envir = globalenv())")

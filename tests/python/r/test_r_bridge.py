@@ -8,6 +8,7 @@ API under the same seed, the ``.rds`` helpers and CLI keeping every existing
 metadata column, errors crossing back into Python, and a clean process exit
 (the reticulate GIL hazard would abort with status 134).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-
 from conftest import accuracy, load
 
 pytestmark = pytest.mark.r
@@ -98,7 +97,7 @@ def seurat_out(r):
 
 def test_seurat_metadata_through_rpy2(seurat_out, python_result):
     ro = seurat_out
-    assert ro.r('is.factor(seu_out$predicted.scnym)')[0]
+    assert ro.r("is.factor(seu_out$predicted.scnym)")[0]
     assert _col(ro, "levels(seu_out$predicted.scnym)") == sorted(python_result.obs["cell_type"].astype(str).unique())
     score = _num(ro, "seu_out$predicted.scnym.score")
     assert np.all((score >= 0) & (score <= 1))
@@ -109,7 +108,10 @@ def test_seurat_metadata_through_rpy2(seurat_out, python_result):
     bridge = ro.r('Command(seu_out, "RunScNym.scnym")@params$r_bridge')
     assert list(bridge.rx2("backend")) == ["rpy2"] and list(bridge.rx2("converter")) == ["anndata2ri"]
     # the other metadata columns are untouched
-    assert _col(ro, "colnames(seu_out[[]])") == _col(ro, "colnames(seu_q[[]])") + ["predicted.scnym", "predicted.scnym.score"]
+    assert _col(ro, "colnames(seu_out[[]])") == _col(ro, "colnames(seu_q[[]])") + [
+        "predicted.scnym",
+        "predicted.scnym.score",
+    ]
     assert ro.r("identical(seu_out[[]][colnames(seu_q[[]])], seu_q[[]])")[0]
     # real accuracy (measured 0.94 at 15 epochs)
     assert accuracy(_col(ro, "seu_out$predicted.scnym"), _col(ro, "seu_q$cell_type")) >= 0.85
@@ -119,8 +121,9 @@ def test_r_entry_point_and_python_api_agree(seurat_out, python_result):
     """Same data, same seed: RunScNym (through rpy2) and pybridge.scnym give identical labels."""
     ro = seurat_out
     assert _col(ro, "seu_out$predicted.scnym") == python_result.obs["scnym"].astype(str).tolist()
-    np.testing.assert_allclose(_num(ro, "seu_out$predicted.scnym.score"),
-                               python_result.obs["scnym_confidence"].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        _num(ro, "seu_out$predicted.scnym.score"), python_result.obs["scnym_confidence"].to_numpy(), atol=1e-6
+    )
     emb = np.asarray(ro.r('Embeddings(seu_out, "scnym")'))
     np.testing.assert_allclose(emb, python_result.obsm["X_scnym"], atol=1e-5)
 
@@ -133,7 +136,10 @@ def test_sce_metadata_through_rpy2(seurat_out, python_result):
     assert tuple(ro.r('dim(reducedDim(sce_out, "SCNYM"))')) == (100, 256)
     probs = np.asarray(ro.r("metadata(sce_out)$pybridge$scnym$probabilities"))
     assert probs.shape == (100, 6)
-    assert _col(ro, "colnames(metadata(sce_out)$pybridge$scnym$probabilities)") == python_result.uns["scnym"]["classes"].tolist()
+    assert (
+        _col(ro, "colnames(metadata(sce_out)$pybridge$scnym$probabilities)")
+        == python_result.uns["scnym"]["classes"].tolist()
+    )
     np.testing.assert_allclose(probs, python_result.obsm["scnym_probabilities"], atol=1e-6)
     # the object is otherwise identical
     assert ro.r(
@@ -154,9 +160,11 @@ def test_errors_cross_back_as_r_errors(r):
         r.r('RunScNym(seu_q, seu_r, labels = "nope", verbose = FALSE)')
     # raised in Python inside the callback, re-raised by R, seen here
     with pytest.raises(RRuntimeError, match="Unknown ScNymConfig option"):
-        r.r('RunScNym(sce_q, sce_r, n_epoch = 2, verbose = FALSE)')
-    msg = r.r('tryCatch(RunScNym(sce_q, sce_r, n_epoch = 2, verbose = FALSE), '
-              'pybridge_python_error = function(e) e$python_type)')
+        r.r("RunScNym(sce_q, sce_r, n_epoch = 2, verbose = FALSE)")
+    msg = r.r(
+        "tryCatch(RunScNym(sce_q, sce_r, n_epoch = 2, verbose = FALSE), "
+        "pybridge_python_error = function(e) e$python_type)"
+    )
     assert list(msg) == ["TypeError"]
 
 
@@ -185,7 +193,7 @@ def test_exit_handler_unsets_the_callback_and_register_restores_it(r):
         pr.register()
     assert r.r('is.function(getOption("pybridge.rpy2_callback"))')[0]
     assert len(pr._keepalive) == 1
-    assert r.r('ncol(RunScNym(sce_q, sce_r, n_epochs = 2, verbose = FALSE)) == ncol(sce_q)')[0]
+    assert r.r("ncol(RunScNym(sce_q, sce_r, n_epochs = 2, verbose = FALSE)) == ncol(sce_q)")[0]
 
 
 def test_saved_model_and_h5ad_reference_through_rpy2(r, tmp_path, data_dir):
@@ -222,7 +230,7 @@ def rds_files(r, tmp_path_factory):
         qq$a_flag <- seq_len(ncol(qq)) %% 3 == 0
         saveRDS(qq, "{q}")
         saveRDS(seu_r, "{ref}")
-        saveRDS(sce_q, "{d / 'query_sce.rds'}")
+        saveRDS(sce_q, "{d / "query_sce.rds"}")
         """
     )
     return d, q, ref
@@ -272,8 +280,22 @@ def test_cli_annotates_rds_and_keeps_metadata(r, rds_files, capsys):
 
     d, q, ref = rds_files
     out = d / "cli.rds"
-    code = main(["annotate", "--reference", str(ref), "--query", str(q), "--out", str(out), "--quiet",
-                 "--device", "cpu", "--set", "n_epochs=3"])
+    code = main(
+        [
+            "annotate",
+            "--reference",
+            str(ref),
+            "--query",
+            str(q),
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--set",
+            "n_epochs=3",
+        ]
+    )
     assert code == 0
     assert all(_meta_equal_in_r(r, q, out))
     assert r.r(f'is.factor(readRDS("{out}")$predicted.scnym)')[0]
@@ -286,14 +308,15 @@ def test_process_exits_with_its_own_status_after_r_gc(tmp_path, data_dir):
     """The exit-time/GC GIL hazard: a process that ran RunScNym through rpy2, then R's gc, exits normally."""
     _rpy2_or_skip()
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(
-        f"""
+    script.write_text(
+        textwrap.dedent(
+            """
         import sys
         import rpy2.robjects as ro
         import pybridge.r
         pybridge.r.register()
         ro.r('''
-          suppressPackageStartupMessages({{library(pybridge); library(SeuratObject)}})
+          suppressPackageStartupMessages({library(pybridge); library(SeuratObject)})
           seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
           out <- RunScNym(subset(seu, tech == "indrop"), subset(seu, tech != "indrop"), n_epochs = 2,
                           device = "cpu", verbose = FALSE)
@@ -301,7 +324,8 @@ def test_process_exits_with_its_own_status_after_r_gc(tmp_path, data_dir):
         ''')
         sys.exit(7)
         """
-    ))
+        )
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 7, proc.stderr[-2000:]

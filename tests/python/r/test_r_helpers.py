@@ -1,4 +1,5 @@
 """The Python side of the R bridge without R: requests, option coercion, errors and results as data."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,13 @@ def _payload(adata, obs_cols=()):
         arr.setflags(write=False)
     obs = adata.obs[list(obs_cols)].copy() if obs_cols else pd.DataFrame(index=adata.obs_names)
     obs.index = range(adata.n_obs)  # R data.frame rownames are not relied on
-    return {"kind": "matrix", "X": X, "obs_names": list(adata.obs_names), "var_names": list(adata.var_names), "obs": obs}
+    return {
+        "kind": "matrix",
+        "X": X,
+        "obs_names": list(adata.obs_names),
+        "var_names": list(adata.var_names),
+        "obs": obs,
+    }
 
 
 def test_options_follow_the_config_types():
@@ -37,9 +44,17 @@ def test_options_follow_the_config_types():
 
 def test_matrix_payload_round_trip_and_error_and_warning_as_data(panc8_pair):
     ref, query = panc8_pair
-    req = {"task": "annotate", "method": "scnym", "query": _payload(query),
-           "reference": _payload(ref, ["cell_type"]), "labels_key": "cell_type", "seed": 0, "device": "cpu",
-           "verbose": False, "options": {"n_epochs": 2.0}}
+    req = {
+        "task": "annotate",
+        "method": "scnym",
+        "query": _payload(query),
+        "reference": _payload(ref, ["cell_type"]),
+        "labels_key": "cell_type",
+        "seed": 0,
+        "device": "cpu",
+        "verbose": False,
+        "options": {"n_epochs": 2.0},
+    }
     out = run_from_r(req)
     assert out.get("error") is None, out.get("traceback")
     assert list(out["cells"]) == list(query.obs_names)
@@ -59,10 +74,20 @@ def test_matrix_payload_round_trip_and_error_and_warning_as_data(panc8_pair):
 def test_train_request_passes_domain_key_to_fit(panc8_pair, tmp_path):
     """TrainScNym(..., domain_key = "batch"): the option goes to fit, not to the config."""
     ref, query = panc8_pair
-    out = run_from_r({"task": "train", "method": "scnym", "reference": _payload(ref, ["cell_type", "batch"]),
-                      "query": _payload(query, ["batch"]), "labels_key": "cell_type", "seed": 0, "device": "cpu",
-                      "verbose": False, "options": {"n_epochs": 2.0, "domain_key": "batch"},
-                      "path": str(tmp_path / "m")})
+    out = run_from_r(
+        {
+            "task": "train",
+            "method": "scnym",
+            "reference": _payload(ref, ["cell_type", "batch"]),
+            "query": _payload(query, ["batch"]),
+            "labels_key": "cell_type",
+            "seed": 0,
+            "device": "cpu",
+            "verbose": False,
+            "options": {"n_epochs": 2.0, "domain_key": "batch"},
+            "path": str(tmp_path / "m"),
+        }
+    )
     assert out.get("error") is None, out.get("traceback")
     domains = json.loads(out["params_json"])["training"]["domains"]
     assert sorted(domains) == ["celseq", "celseq2", "fluidigmc1", "indrop", "smartseq2"]
@@ -72,25 +97,54 @@ def test_model_reference_warns_on_low_overlap(panc8_pair, tmp_path):
     ref, query = panc8_pair
     ScNym(n_epochs=2, seed=0, device="cpu", verbose=False).fit(ref).save(tmp_path / "m")
     q = query[:, :600].copy()
-    out = run_from_r({"task": "annotate", "method": "scnym", "query": q, "labels_key": "cell_type",
-                      "reference": {"kind": "model", "path": str(tmp_path / "m")}, "device": "cpu", "verbose": False})
+    out = run_from_r(
+        {
+            "task": "annotate",
+            "method": "scnym",
+            "query": q,
+            "labels_key": "cell_type",
+            "reference": {"kind": "model", "path": str(tmp_path / "m")},
+            "device": "cpu",
+            "verbose": False,
+        }
+    )
     assert out.get("error") is None
     assert any("Only 600 of 2000 model genes" in w for w in out["warnings"])
-    wrong = run_from_r({"task": "annotate", "method": "jind", "query": q,
-                        "reference": {"kind": "model", "path": str(tmp_path / "m")}, "verbose": False})
+    wrong = run_from_r(
+        {
+            "task": "annotate",
+            "method": "jind",
+            "query": q,
+            "reference": {"kind": "model", "path": str(tmp_path / "m")},
+            "verbose": False,
+        }
+    )
     assert "holds a 'scnym' model" in wrong["error"]
 
 
 def test_result_dicts_are_plain_arrays_and_json():
-    ann = AnnotationResult(obs_names=pd.Index(["c1", "c2"]), classes=["T cell", "B_cell"],
-                           probabilities=np.array([[0.8, 0.2], [0.3, 0.7]]), labels=np.array(["T cell", "Unassigned"]),
-                           raw_labels=np.array(["T cell", "B_cell"]), confidence=np.array([0.8, 0.7]), embedding=None,
-                           method="x", rejection=True, params={"nan": float("nan"), "t": (1, 2)})
+    ann = AnnotationResult(
+        obs_names=pd.Index(["c1", "c2"]),
+        classes=["T cell", "B_cell"],
+        probabilities=np.array([[0.8, 0.2], [0.3, 0.7]]),
+        labels=np.array(["T cell", "Unassigned"]),
+        raw_labels=np.array(["T cell", "B_cell"]),
+        confidence=np.array([0.8, 0.7]),
+        embedding=None,
+        method="x",
+        rejection=True,
+        params={"nan": float("nan"), "t": (1, 2)},
+    )
     d = result_to_dict(ann)
     assert d["classes"].tolist() == ["T cell", "B_cell"] and d["rejection"] is True
     assert json.loads(d["params_json"]) == {"nan": None, "t": [1, 2]}
-    cl = ClusteringResult(obs_names=pd.Index(["a", "b", "c"]), clusters=np.array([10, 2, 2]),
-                          confidence=np.array([1.0, 0.5, 0.5]), cell_types=np.array(["x", "y", "y"]), method="k")
+    cl = ClusteringResult(
+        obs_names=pd.Index(["a", "b", "c"]),
+        clusters=np.array([10, 2, 2]),
+        confidence=np.array([1.0, 0.5, 0.5]),
+        cell_types=np.array(["x", "y", "y"]),
+        method="k",
+    )
     d = result_to_dict(cl)
     assert d["cluster_levels"].tolist() == ["2", "10"]
     assert d["cell_types"].tolist() == ["x", "y", "y"] and d["extra"] is None

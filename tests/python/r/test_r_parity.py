@@ -1,5 +1,6 @@
 """RunJIND, RunItClust and RunNMFTransfer called through rpy2 (Python hosts R) give the output of the Python API
 with the same seed."""
+
 from __future__ import annotations
 
 import warnings
@@ -13,13 +14,20 @@ import pybridge
 
 CASES = {
     # method: (R function, small config, R outputs to compare: (R expression, result attribute))
-    "jind": ("RunJIND", dict(n_top_genes=300, n_epochs=5, gan_epochs=1, gan_min_steps=5, gan_stop="epochs",
-                             align_selection="last"),
-             [("as.character(out$predicted.jind)", "labels"), ("as.numeric(out$predicted.jind.score)", "confidence")]),
-    "itclust": ("RunItClust", dict(layerwise_epochs=6, pretrain_epochs=12, source_epochs=12, maxiter=10),
-                [("as.character(out$itclust.clusters)", "clusters"),
-                 ("as.character(out$predicted.itclust)", "cell_types"),
-                 ("as.numeric(out$itclust.clusters.score)", "confidence")]),
+    "jind": (
+        "RunJIND",
+        dict(n_top_genes=300, n_epochs=5, gan_epochs=1, gan_min_steps=5, gan_stop="epochs", align_selection="last"),
+        [("as.character(out$predicted.jind)", "labels"), ("as.numeric(out$predicted.jind.score)", "confidence")],
+    ),
+    "itclust": (
+        "RunItClust",
+        dict(layerwise_epochs=6, pretrain_epochs=12, source_epochs=12, maxiter=10),
+        [
+            ("as.character(out$itclust.clusters)", "clusters"),
+            ("as.character(out$predicted.itclust)", "cell_types"),
+            ("as.numeric(out$itclust.clusters.score)", "confidence"),
+        ],
+    ),
 }
 
 
@@ -86,16 +94,27 @@ def test_runnmftransfer_matches_python(panc8_pair, r_session):
     ref, q = panc8_pair
     thetas = (0.0, 0.3, 0.6, 0.9)
     _send_pair(ro, ref, q)
-    _run_r(ro, f'RunNMFTransfer(to_seu(par_q_sce), to_seu(par_ref_sce), labels = "cell_type", n.clusters = 5, '
-               f'seed = 1, device = "cpu", verbose = FALSE, thetas = {_r_value(thetas)})')
+    _run_r(
+        ro,
+        f'RunNMFTransfer(to_seu(par_q_sce), to_seu(par_ref_sce), labels = "cell_type", n.clusters = 5, '
+        f'seed = 1, device = "cpu", verbose = FALSE, thetas = {_r_value(thetas)})',
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = pybridge.api.compute_nmf_transfer(q, reference=ref, n_clusters=5, labels_key="cell_type", seed=1,
-                                                device="cpu", verbose=False, thetas=thetas)
+        res = pybridge.api.compute_nmf_transfer(
+            q, reference=ref, n_clusters=5, labels_key="cell_type", seed=1, device="cpu", verbose=False, thetas=thetas
+        )
     assert len(set(res.clusters)) == 5  # a non-trivial partition, so agreement is informative
-    _compare(ro, res, [("as.character(out$nmf_transfer.clusters)", "clusters"),
-                       ("as.character(out$predicted.nmf_transfer)", "cell_types"),
-                       ("as.numeric(out$nmf_transfer.clusters.score)", "confidence")], "nmf_transfer")
+    _compare(
+        ro,
+        res,
+        [
+            ("as.character(out$nmf_transfer.clusters)", "clusters"),
+            ("as.character(out$predicted.nmf_transfer)", "cell_types"),
+            ("as.numeric(out$nmf_transfer.clusters.score)", "confidence"),
+        ],
+        "nmf_transfer",
+    )
     np.testing.assert_allclose(np.asarray(ro.r('Embeddings(out, "nmf_transfer")')), res.embedding, atol=1e-5)
     r_theta = ro.r('SeuratObject::Command(out, "RunNMFTransfer.nmf_transfer")$theta')[0]
     assert r_theta == res.params["theta"] in thetas

@@ -1,10 +1,10 @@
 """The shared training toolkit (pybridge/train/_toolkit.py): the stratified train/validation split,
 early stopping with the best weights kept, history, timing, seeding, and the progress bar (silent when
 asked, and not flooding logs when stderr is not a terminal)."""
+
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import pybridge.train._toolkit as tk
@@ -194,8 +194,12 @@ def test_timer_accumulates_named_timings(monkeypatch):
 def test_seed_everything_repeats_every_generator():
     def draws(seed):
         g = tk.seed_everything(seed)
-        return (np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item(),
-                tk.make_rng(seed).integers(1 << 30))
+        return (
+            np.random.rand(),
+            torch.rand(1).item(),
+            torch.rand(1, generator=g).item(),
+            tk.make_rng(seed).integers(1 << 30),
+        )
 
     first, again, other = draws(3), draws(3), draws(4)
     assert first == again
@@ -241,5 +245,7 @@ def test_progress_redraws_often_on_a_terminal_or_in_a_notebook(monkeypatch):
         bar = tk.progress(5, True, "demo")
         assert bar.mininterval == 0.1
         bar.close()
-    monkeypatch.setattr(tk.tqdm, "__module__", "tqdm.notebook")  # what tqdm.auto picks in Jupyter (stderr is no terminal there)
+    monkeypatch.setattr(
+        tk.tqdm, "__module__", "tqdm.notebook"
+    )  # what tqdm.auto picks in Jupyter (stderr is no terminal there)
     assert tk._redraws_in_place()
