@@ -15,13 +15,25 @@
 #' @inheritParams RunScNym
 #' @param ... ItClust options (see `pybridge.ItClustConfig` in Python).
 #' @return `object` with the results added.
+#' @seealso [RunNMFTransfer()], [RunScNym()]
 #' @rdname RunItClust
+#' @examples
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   query <- subset(seu, tech == "indrop")
+#'   ref <- subset(seu, tech != "indrop")
+#'   query <- RunItClust(query, ref, labels = "cell_type")
+#'   table(query$itclust.clusters, query$predicted.itclust)
+#' }
+#' }
 #' @export
 RunItClust.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "itclust", seed = 0,
                               device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
   .run_annotation(object, reference, method = "itclust", fn = "RunItClust", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call())
+                  options = list(...), call = sys.call(),
+                  reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 
 #' @rdname RunItClust

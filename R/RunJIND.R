@@ -18,13 +18,25 @@
 #' @param ... JIND options (see `pybridge.JINDConfig` in Python), e.g.
 #'   `jind_plus = TRUE`, `align = FALSE`, `outlier_fraction = 0.1`.
 #' @return `object` with the results added.
+#' @seealso [TrainJIND()], [RunScNym()]
 #' @rdname RunJIND
+#' @examples
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   query <- subset(seu, tech == "indrop")
+#'   ref <- subset(seu, tech != "indrop")
+#'   query <- RunJIND(query, ref, labels = "cell_type", n_epochs = 10, gan_epochs = 2)
+#'   table(query$predicted.jind, query$cell_type)
+#' }
+#' }
 #' @export
 RunJIND.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "jind", seed = 0,
                            device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
   .run_annotation(object, reference, method = "jind", fn = "RunJIND", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call())
+                  options = list(...), call = sys.call(),
+                  reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 
 #' @rdname RunJIND
@@ -51,15 +63,21 @@ RunJIND.SingleCellExperiment <- RunJIND.Seurat
 #' @return A `pybridge_model` (its `path`, `method`, `classes`, `n_genes` and
 #'   training `params`).
 #' @examples
-#' \dontrun{
-#' model <- TrainJIND(ref, labels = "cell_type", path = "models/jind")
-#' q1 <- RunJIND(q1, model)
-#' q2 <- RunJIND(q2, "models/jind")
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   ref <- subset(seu, tech != "indrop")
+#'   model <- TrainJIND(ref, labels = "cell_type", path = file.path(tempdir(), "panc8-jind"), n_epochs = 10)
+#'   model
+#'   # each query is aligned to the saved classifier, without the reference data
+#'   q1 <- RunJIND(subset(seu, tech == "indrop"), model, gan_epochs = 2)
+#'   q2 <- RunJIND(subset(seu, tech == "celseq"), model$path, align = FALSE)
+#' }
 #' }
 #' @export
 TrainJIND <- function(reference, labels = "cell_type", path = NULL, query = NULL, assay = NULL, query.assay = NULL,
                       seed = 0, device = "auto", verbose = TRUE, ...) {
   .run_training(reference, method = "jind", fn = "TrainJIND", labels = labels, path = path, query = query,
                 assay = assay, query.assay = query.assay, seed = seed, device = device, verbose = verbose,
-                options = list(...))
+                options = list(...), reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
 }

@@ -19,7 +19,18 @@
 #' @param n.clusters Number of clusters; `NULL` uses SC3's estimate.
 #' @param ... NMF transfer options (see `pybridge.NMFTransferConfig` in Python).
 #' @return `object` with the results added.
+#' @seealso [RunItClust()], [RunCICL()]
 #' @rdname RunNMFTransfer
+#' @examples
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   query <- subset(seu, tech == "indrop")
+#'   ref <- subset(seu, tech != "indrop")
+#'   query <- RunNMFTransfer(query, ref, labels = "cell_type", n.clusters = 5)
+#'   table(query$nmf_transfer.clusters, query$predicted.nmf_transfer)
+#' }
+#' }
 #' @export
 RunNMFTransfer.Seurat <- function(object, reference = NULL, labels = "cell_type", n.clusters = NULL, assay = NULL,
                                   name = "nmf_transfer", seed = 0, device = "auto", verbose = TRUE,
@@ -27,7 +38,8 @@ RunNMFTransfer.Seurat <- function(object, reference = NULL, labels = "cell_type"
   .run_clustering(object, method = "nmf_transfer", fn = "RunNMFTransfer", reference = reference,
                   n.clusters = n.clusters, labels = labels, assay = assay, reference.assay = reference.assay,
                   name = name, seed = seed, device = device, verbose = verbose, options = list(...),
-                  call = sys.call())
+                  call = sys.call(), reserved = c("labels", "n.clusters", "assay", "name", "seed", "device", "verbose",
+                                                  "reference.assay"))
 }
 
 #' @rdname RunNMFTransfer

@@ -56,58 +56,58 @@
 #' @param seed Random seed for every stochastic step.
 #' @param device `"auto"` (CUDA when available), `"cpu"` or `"cuda"`.
 #' @param verbose Show messages and a progress bar.
-#' @param ... scNym options (see `pybridge.ScNymConfig` in Python), with `_`
-#'   or `.` in their names: e.g. `n_epochs = 100`, `reject = TRUE` (label cells
-#'   that match no reference type `"Unassigned"`), `discovery = FALSE`,
-#'   `n_top_genes = 2000`, `domain_key = "tech"` (a metadata column of the
-#'   reference naming each cell's batch or technology: each value becomes its
-#'   own domain for the adversary, as in the paper's multi-technology runs;
-#'   query cells form one more domain, or one per value when the query has the
-#'   column too). scNym runs in the paper's "new cell type discovery" mode by
-#'   default (`discovery = TRUE`, as the authors' own `scnym_api()`): only query
-#'   cells predicted with confidence >= 0.9 shape the training, so cells of a
-#'   type the reference lacks stay apart. With `reject = TRUE` it then rejects
-#'   cells far from every reference cell in the embedding (`reject.score =
-#'   "distance"`): on casi_zheng 95-100 % of the B cells the reference lacks
-#'   were rejected at 3-5 % of the other cells, but a missing type that
-#'   resembles a reference type is often not caught. When the query holds only
-#'   the reference's types in very different proportions, `discovery = FALSE,
-#'   n_top_genes = 2000` (train on the genes among the 2000 most variable of
-#'   the reference or of the query, by normalised dispersion, instead of every
-#'   shared gene; `top.genes.flavor = "seurat_v3"` ranks as
-#'   `FindVariableFeatures()`'s "vst" does) was steadier and faster. With
-#'   `discovery = FALSE, reject = TRUE` the rejection uses per-class confidence
-#'   thresholds; with a small reference (fewer than about 200 cells per type)
-#'   each type's threshold is its least confident validation cell, and a query
-#'   from another technology can lose 10-30 % of its cells to `"Unassigned"`;
-#'   `min.confidence = 0.5` without `reject` is the milder rule.
+#' @param ... scNym options (see `pybridge.ScNymConfig` and `pybridge.ScNym.fit()` in Python),
+#'   with `_` or `.` in their names, e.g.:
+#'   * `n_epochs`: training epochs (early stopping may end training sooner);
+#'   * `discovery` (default `TRUE`, as the authors' `scnym_api()`): "new cell
+#'     type discovery" mode, in which only query cells predicted with
+#'     confidence >= 0.9 shape the training, so that cells of a type the
+#'     reference lacks stay apart;
+#'   * `reject`: label cells that match no reference type `"Unassigned"`. In
+#'     discovery mode the rule is the distance to the nearest reference cells
+#'     in the embedding (`reject.score = "distance"`); with `discovery = FALSE`
+#'     it is a per-class confidence threshold set on validation cells, which is
+#'     strict when the reference has few cells per type; `min.confidence = 0.5`
+#'     without `reject` is the milder rule;
+#'   * `n_top_genes`: train on the genes among the `n_top_genes` most variable
+#'     of the reference or of the query (by normalised dispersion;
+#'     `top.genes.flavor = "seurat_v3"` ranks as `FindVariableFeatures()`'s
+#'     "vst" does) instead of every shared gene; `discovery = FALSE,
+#'     n_top_genes = 2000` suits a query that holds only the reference's types,
+#'     in other proportions;
+#'   * `domain_key`: a cell metadata column of the reference naming each cell's
+#'     batch or technology; each value becomes its own domain for the adversary
+#'     (query cells form one more domain, or one per value when the query has
+#'     the column too).
+#'
+#'   What these settings gave on real data (accuracy, rejection of types the
+#'   reference lacks, run time) is in `docs/methods/scnym.md` of the source
+#'   repository.
 #' @return `object` with the results added.
 #' @seealso [TrainScNym()], [use_pybridge()]
 #' @rdname RunScNym
 #' @examples
-#' \dontrun{
-#' seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
-#' query <- subset(seu, tech == "indrop")
-#' ref <- subset(seu, tech != "indrop")
-#' query <- RunScNym(query, ref, labels = "cell_type")
-#' table(query$predicted.scnym, query$cell_type)
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   query <- subset(seu, tech == "indrop")
+#'   ref <- subset(seu, tech != "indrop")
+#'   query <- RunScNym(query, ref, labels = "cell_type", n_epochs = 10)
+#'   table(query$predicted.scnym, query$cell_type)
+#' }
 #' }
 #' @export
 RunScNym.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "scnym", seed = 0,
                             device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
   .run_annotation(object, reference, method = "scnym", fn = "RunScNym", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call())
+                  options = list(...), call = sys.call(),
+                  reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 
 #' @rdname RunScNym
 #' @export
-RunScNym.SingleCellExperiment <- function(object, reference, labels = "cell_type", assay = NULL, name = "scnym",
-                                          seed = 0, device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
-  .run_annotation(object, reference, method = "scnym", fn = "RunScNym", labels = labels, assay = assay,
-                  reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call())
-}
+RunScNym.SingleCellExperiment <- RunScNym.Seurat
 
 #' Train an scNym model once, annotate many queries
 #'
@@ -129,15 +129,21 @@ RunScNym.SingleCellExperiment <- function(object, reference, labels = "cell_type
 #' @return A `pybridge_model` (its `path`, `method`, `classes`, `n_genes` and
 #'   training `params`).
 #' @examples
-#' \dontrun{
-#' model <- TrainScNym(ref, labels = "cell_type", path = "models/panc8")
-#' q1 <- RunScNym(q1, model)
-#' q2 <- RunScNym(q2, "models/panc8")
+#' \donttest{
+#' if (file.exists(pybridge_python()$python) && requireNamespace("SeuratObject", quietly = TRUE)) {
+#'   seu <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge"))
+#'   ref <- subset(seu, tech != "indrop")
+#'   model <- TrainScNym(ref, labels = "cell_type", path = file.path(tempdir(), "panc8-scnym"), n_epochs = 10)
+#'   model
+#'   # annotate any number of queries without retraining: pass the model or its directory
+#'   q1 <- RunScNym(subset(seu, tech == "indrop"), model)
+#'   q2 <- RunScNym(subset(seu, tech == "celseq"), model$path)
+#' }
 #' }
 #' @export
 TrainScNym <- function(reference, labels = "cell_type", path = NULL, query = NULL, assay = NULL, query.assay = NULL,
                        seed = 0, device = "auto", verbose = TRUE, ...) {
   .run_training(reference, method = "scnym", fn = "TrainScNym", labels = labels, path = path, query = query,
                 assay = assay, query.assay = query.assay, seed = seed, device = device, verbose = verbose,
-                options = list(...))
+                options = list(...), reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
 }

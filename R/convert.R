@@ -189,6 +189,7 @@
   SingleCellExperiment::SingleCellExperiment(assays = list(counts = counts), colData = cd)
 }
 
+# Called from Python (see python.R): keep its name and arguments.
 # A SingleCellExperiment for pybridge.r.read_rds(): counts first (anndata2ri makes
 # the first assay X), all cell metadata. Seurat objects are read with the same
 # accessors as above (v4 and v5).
@@ -263,39 +264,3 @@
 }
 
 .class_text <- function(x) paste0("an object of class '", paste(class(x), collapse = "/"), "'")
-
-# Python keyword arguments that the R functions fill from their own arguments (Python name = R name).
-.option_args <- c(labels_key = "labels", n_clusters = "n.clusters", key_added = "name", layer = "assay",
-                  reference_layer = "reference.assay", query_layer = "query.assay", seed = "seed",
-                  device = "device", verbose = "verbose")
-
-# Options passed through `...`: R names use "." where Python uses "_". `fn` and `args` (the R arguments of
-# the calling function) name the argument to use instead when an option is one the function sets itself.
-.options <- function(dots, fn = NULL, args = character()) {
-  if (!length(dots)) return(structure(list(), names = character()))
-  nms <- names(dots)
-  if (is.null(nms) || any(!nzchar(nms))) {
-    .abort("Method options passed through `...` must be named (e.g. n_epochs = 50).", class = "pybridge_input_error")
-  }
-  names(dots) <- gsub(".", "_", nms, fixed = TRUE)
-  taken <- names(dots)[names(dots) %in% names(.option_args) & .option_args[names(dots)] %in% args]
-  if (length(taken)) {
-    r_name <- .option_args[[taken[[1]]]]
-    .abort("`", nms[match(taken[[1]], names(dots))], "` is set by ", fn, "()'s own argument `", r_name,
-           "`: pass `", r_name, " = ...` instead.", class = "pybridge_input_error")
-  }
-  for (nm in names(dots)) {
-    v <- dots[[nm]]
-    if (!(is.null(v) || (is.atomic(v) && length(v) <= 1000L))) {
-      .abort("Method option `", nm, "` must be a number, string, logical or a short vector of them.",
-             class = "pybridge_input_error")
-    }
-  }
-  dots
-}
-
-# Metadata columns named by *_key options (e.g. domain_key = "batch") travel with the data.
-.key_columns <- function(options) {
-  keys <- options[grepl("_key$", names(options))]
-  unlist(Filter(function(v) is.character(v) && length(v) == 1L, keys), use.names = FALSE)
-}

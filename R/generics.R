@@ -1,7 +1,7 @@
-# S3 generics (methods for Seurat and SingleCellExperiment in RunScNym.R etc.)
-# and the two workers every Run* function uses: .run_annotation() for
-# reference-based classifiers and .run_clustering() for clustering methods.
-# A new method's R entry point is a thin wrapper around one of them.
+# S3 generics of the Run* functions (their Seurat and SingleCellExperiment
+# methods are in RunScNym.R etc.), the map between R functions and Python
+# method names, and the method registry as R sees it (pybridge_methods()).
+# The workers behind the methods are in run.R, the saved model class in model.R.
 
 #' @rdname RunScNym
 #' @export
@@ -43,17 +43,7 @@ RunNMFTransfer <- function(object, ...) UseMethod("RunNMFTransfer")
 #' @export
 RunNMFTransfer.default <- function(object, ...) .no_method("RunNMFTransfer", object)
 
-#' The methods the Python side offers
-#'
-#' @return A data.frame with the method `name`, its `kind` ("annotation" or
-#'   "clustering") and whether it has a reusable model (`trainable`).
-#' @export
-pybridge_methods <- function() {
-  out <- .call_python(list(task = "methods"), verbose = FALSE)
-  data.frame(name = as.character(as.vector(out$name)), kind = as.character(as.vector(out$kind)),
-             trainable = as.logical(as.vector(out$trainable)), stringsAsFactors = FALSE)
-}
-
+# R entry point -> Python method name (the registry key).
 .python_names <- list(RunScNym = "scnym", RunJIND = "jind", RunItClust = "itclust", RunCICL = "cicl",
                       RunNMFTransfer = "nmf_transfer")
 
@@ -63,190 +53,90 @@ pybridge_methods <- function() {
          class = "pybridge_input_error")
 }
 
-.check_common <- function(seed, device, verbose) {
-  if (!is.numeric(seed) || length(seed) != 1L || is.na(seed) || seed != round(seed) || seed < 0) {
-    .abort("`seed` must be one non-negative whole number.", class = "pybridge_input_error")
-  }
-  if (!is.character(device) || length(device) != 1L || is.na(device) ||
-      !grepl("^(auto|cpu|cuda(:[0-9]+)?)$", device)) {
-    .abort("`device` must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\".", class = "pybridge_input_error")
-  }
-  if (!is.logical(verbose) || length(verbose) != 1L || is.na(verbose)) {
-    .abort("`verbose` must be TRUE or FALSE.", class = "pybridge_input_error")
-  }
-}
-
-.check_labels_arg <- function(labels) {
-  if (!is.character(labels) || length(labels) != 1L || is.na(labels) || !nzchar(labels)) {
-    .abort("`labels` must be the name of one cell metadata column of the reference.", class = "pybridge_input_error")
-  }
-}
-
-.now <- function() proc.time()[["elapsed"]]
-
-.call_text <- function(call, fn = NULL) {
-  if (is.null(call)) return(NA_character_)
-  if (!is.null(fn)) call[[1L]] <- as.name(fn)  # RunScNym(...), not RunScNym.Seurat(...)
-  paste(deparse(call, width.cutoff = 500L), collapse = " ")
-}
-
-# The argument names of the Run* / Train* method that called the worker calling this.
-.caller_args <- function() names(formals(sys.function(sys.parent(2))))
-
-# The worker behind every reference-based Run* function.
-.run_annotation <- function(object, reference, method, fn, labels = "cell_type", assay = NULL,
-                            reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
-                            options = list(), call = NULL) {
-  t0 <- .now()
-  .check_common(seed, device, verbose)
-  .check_labels_arg(labels)
-  options <- .options(options, fn, .caller_args())
-  keys <- .key_columns(options)
-  .check_target(object, name, method, "annotation", verbose = verbose)  # says when it will replace earlier results
-  query <- .extract(object, assay = assay, columns = keys, what = "query")
-  ref <- .resolve_reference(reference, labels, keys, reference.assay)
-  if (identical(ref$kind, "model") && !is.null(ref$method) && !identical(ref$method, method)) {
-    .abort("The reference is a saved '", ref$method, "' model; ", fn, "() needs a '", method, "' model.",
-           class = "pybridge_input_error")
-  }
-  .check_shared_genes(query, ref)
-  .inform(verbose, fn, ": annotating ", length(query$cells), " cells (", length(query$genes), " genes, assay '",
-          query$assay, "') with ",
-          method, "; reference: ", .describe_reference(ref), ".")
-  request <- list(task = "annotate", method = method, labels_key = labels, seed = as.integer(seed),
-                  device = device, verbose = isTRUE(verbose), options = options)
-  t_extract <- .now() - t0
-  out <- .call_python(request, query = query, reference = if (.is_payload(ref)) ref else ref[c("kind", "path")],
-                      verbose = verbose)
-  t_store <- .now()
-  res <- .normalize_result(out)
-  params <- c(res$params, list(
-    method = method, name = name, `function` = fn, labels = labels, assay = query$assay,
-    reference = .describe_reference(ref), options = options,
-    r_bridge = c(out$bridge, list(extract_s = t_extract))
-  ))
-  object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
-                          cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose)
-  if (isTRUE(verbose) && res$kind == "clustering") {
-    .inform(TRUE, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$cluster_levels), " clusters). Added ",
-            paste(names(.result_columns(res, name)), collapse = ", "), ".", type = "done")
-  } else if (isTRUE(verbose)) {
-    n_un <- sum(res$labels == "Unassigned")
-    .inform(TRUE, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$classes), " classes, mean score ",
-            sprintf("%.2f", mean(res$score)), if (n_un) paste0(", ", n_un, " Unassigned"), "). Added predicted.",
-            name, ", predicted.", name, ".score",
-            if (.is_seurat(object)) paste0(", reduction '", name, "', assay 'prediction.score.", name, "'")
-            else paste0(", reducedDim '", toupper(name), "', metadata()$pybridge$", name), ".", type = "done")
-  }
-  object
-}
-
-# The worker behind clustering Run* functions (reference optional).
-.run_clustering <- function(object, method, fn, reference = NULL, n.clusters = NULL, labels = NULL, assay = NULL,
-                            reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
-                            options = list(), call = NULL, send_labels = TRUE) {
-  t0 <- .now()
-  .check_common(seed, device, verbose)
-  if (!is.null(labels)) .check_labels_arg(labels)
-  if (!is.null(n.clusters) && (!is.numeric(n.clusters) || length(n.clusters) != 1L || is.na(n.clusters) ||
-                              n.clusters < 1 || n.clusters != round(n.clusters))) {
-    .abort("`n.clusters` must be one positive whole number or NULL.", class = "pybridge_input_error")
-  }
-  options <- .options(options, fn, .caller_args())
-  keys <- .key_columns(options)
-  .check_target(object, name, method, "clustering", verbose = verbose)
-  query <- .extract(object, assay = assay, columns = keys, what = "object")
-  ref <- NULL
-  if (!is.null(reference)) {
-    ref <- .resolve_reference(reference, if (is.null(labels)) character() else labels, keys, reference.assay)
-    if (identical(ref$kind, "model")) {
-      .abort(fn, "() does not take a saved model as reference.", class = "pybridge_input_error")
-    }
-    .check_shared_genes(query, ref)
-  }
-  .inform(verbose, fn, ": clustering ", length(query$cells), " cells (assay '", query$assay, "') with ", method,
-          if (!is.null(ref)) paste0("; reference: ", .describe_reference(ref)), ".")
-  request <- list(task = "cluster", method = method, seed = as.integer(seed), device = device,
-                  verbose = isTRUE(verbose), options = options,
-                  n_clusters = if (is.null(n.clusters)) NULL else as.integer(n.clusters))
-  # labels = NULL is sent as None (e.g. NMF transfer then clusters the reference itself)
-  if (isTRUE(send_labels)) request["labels_key"] <- list(labels)
-  t_extract <- .now() - t0
-  out <- .call_python(request, query = query, reference = ref, verbose = verbose)
-  res <- .normalize_result(out)
-  params <- c(res$params, list(
-    method = method, name = name, `function` = fn, labels = labels, assay = query$assay,
-    reference = if (is.null(ref)) NULL else .describe_reference(ref), n.clusters = n.clusters,
-    options = options, cluster_map = res$cluster_map,
-    r_bridge = c(out$bridge, list(extract_s = t_extract))
-  ))
-  object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
-                          cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose)
-  .inform(verbose, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$cluster_levels), " clusters). Added ",
-          paste(names(.result_columns(res, name)), collapse = ", "), ".", type = "done")
-  object
-}
-
-# The worker behind Train* functions: fit on a reference, save to `path`.
-.run_training <- function(reference, method, fn, labels = "cell_type", path = NULL, query = NULL, assay = NULL,
-                          query.assay = NULL, seed = 0, device = "auto", verbose = TRUE, options = list()) {
-  t0 <- .now()
-  .check_common(seed, device, verbose)
-  .check_labels_arg(labels)
-  options <- .options(options, fn, .caller_args())
-  keys <- .key_columns(options)
-  ref <- .resolve_reference(reference, labels, keys, assay)
-  if (identical(ref$kind, "model")) .abort(fn, "() needs a labelled reference, not a saved model.", class = "pybridge_input_error")
-  q <- NULL
-  if (!is.null(query)) {
-    q <- .extract(query, assay = query.assay, columns = keys, what = "query")
-    .check_shared_genes(q, ref)
-  }
-  if (is.null(path)) {
-    path <- tempfile(paste0("pybridge-", method, "-"))
-    .inform(verbose, "No `path` given: the model is saved in the temporary directory ", path,
-            ", which is deleted when R exits.")
-  }
-  if (!is.character(path) || length(path) != 1L || is.na(path)) .abort("`path` must be one directory path.")
-  path <- path.expand(path)
-  if (file.exists(path) && !dir.exists(path)) .abort("`path` (", path, ") exists and is not a directory.")
-  .inform(verbose, fn, ": training ", method, " on the reference (", .describe_reference(ref), ")",
-          if (!is.null(q)) paste0(" with ", length(q$cells), " unlabelled query cells"), ".")
-  request <- list(task = "train", method = method, labels_key = labels, seed = as.integer(seed), device = device,
-                  verbose = isTRUE(verbose), options = options, path = path)
-  out <- .call_python(request, query = q, reference = if (.is_payload(ref)) ref else ref[c("kind", "path")],
-                      verbose = verbose)
-  model <- structure(
-    list(path = as.character(out$path), method = as.character(out$method), classes = as.character(as.vector(out$classes)),
-         n_genes = as.integer(out$n_genes),
-         params = jsonlite::fromJSON(out$params_json, simplifyVector = TRUE, simplifyDataFrame = FALSE,
-                                     simplifyMatrix = FALSE)),
-    class = "pybridge_model"
-  )
-  .inform(verbose, fn, ": saved the ", method, " model (", length(model$classes), " classes, ", model$n_genes,
-          " genes) to ", model$path, " in ", .fmt_s(.now() - t0), ".", type = "done")
-  model
-}
-
-#' @export
-print.pybridge_model <- function(x, ...) {
-  cat(sprintf("<pybridge %s model: %d classes, %d genes>\n  path: %s\n  classes: %s\n", x$method,
-              length(x$classes), x$n_genes, x$path, .examples(x$classes, 8L)))
-  invisible(x)
-}
-
-#' Open a saved pybridge model directory
+#' The methods the Python side offers
 #'
-#' @param path A directory written by [TrainScNym()], [TrainJIND()] (or `model.save()` in Python).
-#' @return A `pybridge_model` object usable as `reference` in the Run functions.
+#' Lists the methods registered in the Python package pybridge, as its method
+#' registry describes them. Needs pybridge's Python environment (see
+#' [use_pybridge()]).
+#'
+#' @return A data.frame with one row per method and the columns
+#' * `name`: the method's name in Python (`pybridge.<name>()`) and the
+#'   default `name` of its outputs in R;
+#' * `kind`: `"annotation"` (labels cells with a reference's cell types) or
+#'   `"clustering"` (clusters cells, and may map the clusters to a
+#'   reference's types);
+#' * `reference`: whether the method needs a labelled reference
+#'   (`"required"`), can use one (`"optional"`) or takes none (`"none"`);
+#' * `trainable`: whether the R package has a `Train*` function for it (a
+#'   model trained once and saved, then applied to many queries).
+#' @seealso [RunScNym()], [TrainScNym()]
+#' @examples
+#' \donttest{
+#' if (file.exists(pybridge_python()$python)) {
+#'   pybridge_methods()
+#' }
+#' }
 #' @export
-read_pybridge_model <- function(path) {
-  meta_file <- file.path(path.expand(path), "pybridge.json")
-  if (!file.exists(meta_file)) {
-    .abort(path, " is not a saved pybridge model (it has no pybridge.json).", class = "pybridge_input_error")
+pybridge_methods <- function() {
+  info <- .methods_table(refresh = TRUE)
+  data.frame(name = info$name, kind = info$kind, reference = info$reference, trainable = info$trainable,
+             stringsAsFactors = FALSE)
+}
+
+# The registry as R keeps it: a data.frame with name, kind, reference, maps_types,
+# extra_fields (a list column of character vectors) and trainable. Python's
+# run_from_r(list(task = "methods")) answers with equal-length vectors; extra_fields
+# is one comma-separated string per method. Read once per session (the registry
+# does not change while Python runs), or again with refresh = TRUE.
+.methods_table <- function(refresh = FALSE) {
+  if (!isTRUE(refresh) && !is.null(.pybridge$methods)) return(.pybridge$methods)
+  out <- .call_python(list(task = "methods"), verbose = FALSE)
+  .pybridge$methods <- .parse_methods(out)
+  .pybridge$methods
+}
+
+.parse_methods <- function(out) {
+  fields <- c("name", "kind", "reference", "maps_types", "extra_fields")
+  missing <- setdiff(fields, names(out))
+  if (length(missing)) {
+    .abort("The Python side answered the method list without ", paste(missing, collapse = ", "),
+           ": its pybridge is older than this R package. Reinstall it with pybridge::install_pybridge().",
+           class = "pybridge_python_error")
   }
-  meta <- jsonlite::fromJSON(meta_file, simplifyVector = TRUE, simplifyDataFrame = FALSE, simplifyMatrix = FALSE)
-  structure(list(path = normalizePath(path), method = meta$method, classes = as.character(meta$classes),
-                 n_genes = length(meta$genes), params = list(config = meta$config, seed = meta$seed)),
-            class = "pybridge_model")
+  name <- as.character(as.vector(out$name))
+  extra <- as.character(as.vector(out$extra_fields))
+  if (any(lengths(lapply(out[fields], as.vector)) != length(name))) {
+    .abort("internal: the Python side's method list has fields of different lengths.")
+  }
+  info <- data.frame(name = name, kind = as.character(as.vector(out$kind)),
+                     reference = as.character(as.vector(out$reference)),
+                     maps_types = as.logical(as.vector(out$maps_types)), stringsAsFactors = FALSE)
+  info$extra_fields <- lapply(strsplit(extra, ",", fixed = TRUE), function(f) {
+    f <- trimws(f)
+    f[nzchar(f)]
+  })
+  info$trainable <- .has_train_function(name)
+  info
+}
+
+# Whether the R package exports a Train* function for each Python method name:
+# RunScNym <-> "scnym" in .python_names, so "scnym" is trainable when TrainScNym is exported.
+.has_train_function <- function(methods) {
+  run_fns <- names(.python_names)[match(methods, unlist(.python_names))]
+  train_fns <- sub("^Run", "Train", run_fns)
+  !is.na(run_fns) & train_fns %in% getNamespaceExports("pybridge")
+}
+
+# The registry record of one method, as a list (kind, reference, maps_types, extra_fields ...).
+.method_info <- function(method) {
+  info <- .methods_table()
+  i <- match(method, info$name)
+  if (is.na(i)) {
+    .abort("The Python side has no method '", method, "' (it has ", .examples(info$name), "): its pybridge ",
+           "does not match this R package. Reinstall it with pybridge::install_pybridge().",
+           class = "pybridge_python_error")
+  }
+  rec <- as.list(info[i, setdiff(names(info), "extra_fields")])
+  rec$extra_fields <- info$extra_fields[[i]]
+  rec
 }

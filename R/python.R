@@ -8,6 +8,21 @@
 #     to it. In this mode R must never touch reticulate: with reticulate < 1.31
 #     (Debian's 1.28) the first garbage collection of a reticulate object in an
 #     rpy2-hosted R aborts the whole process.
+#
+# ---------------------------------------------------------------- called from Python
+# The R side of the Python package's interface. Python (pybridge/r/) calls these
+# R functions and options by name: renaming one, or changing its arguments, breaks
+# the Python side.
+#   .for_anndata2ri(object, assay, what)       convert.R  pybridge.r.read_rds(): an .rds object as a
+#                                                         SingleCellExperiment for anndata2ri
+#   .store_from_python(object, res, name, fn)  store.R    pybridge.r.write_result_rds(): store a result
+#                                                         Python computed into the object
+#   options(pybridge.rpy2_callback = )         here       set by pybridge.r.register(); .call_python()
+#                                                         hands its requests to it (rpy2 backend)
+#   options(pybridge.handoff = )               here       the environment .call_python() leaves objects in
+#                                                         for run_from_r_handoff() (anndata2ri converter)
+# benchmarks/bench_r_overhead.py also calls .extract(), .call_python(), .normalize_result()
+# and .store_result() directly, to time the bridge without a model.
 
 .pybridge <- new.env(parent = emptyenv())
 
@@ -55,8 +70,15 @@
 #' @return The path of the Python executable, invisibly.
 #' @seealso [install_pybridge()], [pybridge_python()]
 #' @examples
+#' \donttest{
+#' # check the Python that the lookup order finds, and use it
+#' if (file.exists(pybridge_python()$python)) {
+#'   use_pybridge()
+#' }
+#' }
 #' \dontrun{
-#' use_pybridge("~/.virtualenvs/pybridge/bin/python")
+#' # or name one (a Python executable or a virtualenv directory)
+#' use_pybridge("~/.virtualenvs/pybridge")
 #' }
 #' @export
 use_pybridge <- function(python = NULL, check = TRUE) {
@@ -78,9 +100,17 @@ use_pybridge <- function(python = NULL, check = TRUE) {
 
 #' The Python pybridge would use, and where that choice comes from
 #'
+#' Follows the lookup order of [use_pybridge()] without starting Python or
+#' checking the interpreter, and without an error when none is found.
+#'
 #' @return A list with `python` (path or `NA`) and `source` (one of
 #'   `"use_pybridge()"`, `"PYBRIDGE_PYTHON"`, `"RETICULATE_PYTHON"`,
 #'   `"default virtualenv"`, or `"none"`).
+#' @seealso [use_pybridge()], [install_pybridge()]
+#' @examples
+#' found <- pybridge_python()
+#' found$source
+#' file.exists(found$python)  # FALSE when none is set up yet: see install_pybridge()
 #' @export
 pybridge_python <- function() {
   .find_python(error = FALSE)
@@ -269,7 +299,8 @@ pybridge_python <- function() {
 }
 
 .is_reference_blas <- function(blas) {
-  is.character(blas) && length(blas) == 1L && grepl("/blas/libblas[.]so", blas) && !grepl("openblas|mkl|atlas|blis", blas)
+  is.character(blas) && length(blas) == 1L && grepl("/blas/libblas[.]so", blas) &&
+    !grepl("openblas|mkl|atlas|blis", blas)
 }
 
 # Can the anndata2ri converter run inside this R-hosted session? rpy2 attached to
@@ -335,7 +366,9 @@ pybridge_python <- function() {
       out <- module$run_from_r_handoff(request)
     } else {
       if (!is.null(query)) request$query <- .as_matrix_payload(query)
-      if (!is.null(reference)) request$reference <- if (.is_payload(reference)) .as_matrix_payload(reference) else reference
+      if (!is.null(reference)) {
+        request$reference <- if (.is_payload(reference)) .as_matrix_payload(reference) else reference
+      }
       t_built <- .now()
       out <- module$run_from_r(request)
     }
@@ -395,6 +428,8 @@ pybridge_python <- function() {
 #' @return The path of the environment's Python, invisibly (with `dry_run`, the
 #'   commands as a character vector).
 #' @examples
+#' # the commands it would run, without running them
+#' install_pybridge(source = "pybridge-0.1.0-py3-none-any.whl", python = "python3", dry_run = TRUE)
 #' \dontrun{
 #' install_pybridge(source = "~/src/pybridge")
 #' }
@@ -408,7 +443,8 @@ install_pybridge <- function(envname = "pybridge", source = NULL, python = NULL,
   constraints <- .constraints_file(source)
   env_py <- file.path(envdir, "bin", "python")
   target <- if (dir.exists(source)) {
-    spec <- if (length(extras) && any(nzchar(extras))) paste0(normalizePath(source), "[", paste(extras, collapse = ","), "]") else normalizePath(source)
+    spec <- normalizePath(source)
+    if (length(extras) && any(nzchar(extras))) spec <- paste0(spec, "[", paste(extras, collapse = ","), "]")
     c(if (isTRUE(editable)) "-e", shQuote(spec))
   } else {
     shQuote(source)

@@ -8,6 +8,8 @@
 #   clustering  meta.data/colData  <name>.clusters           factor
 #                                  <name>.clusters.score     numeric in [0, 1]
 #                                  predicted.<name>          factor, mapped cell type (where the method maps)
+#                                  predicted.<name>.raw      the mapped type before flagging (field raw_cell_types)
+#                                  <name>.<field>            any other extra per-cell field ("_" -> ".")
 #   embedding   Seurat: reduction <name>;  SCE: reducedDim(x, toupper(<name>))
 #   per-class probabilities (soft cluster assignments)
 #               Seurat: assay prediction.score.<name> (cluster.score.<name>), class names verbatim in
@@ -65,14 +67,28 @@
 }
 
 # ---------------------------------------------------------------- names
-.targets <- function(name, kind) {
-  if (kind == "annotation") {
-    list(columns = paste0("predicted.", name, c("", ".score", ".raw")),
-         assay = paste0("prediction.score.", name), reduction = name)
+# The names a method writes under `name`, from a registry record (see .method_info()) or
+# from a result (.result_spec()): `kind`, `maps_types` (a clustering method that also
+# writes a mapped cell type) and `extra_fields` (further per-cell fields of a clustering
+# result, named by .extra_column()).
+.targets <- function(name, info) {
+  if (identical(info$kind, "annotation")) {
+    columns <- paste0("predicted.", name, c("", ".score", ".raw"))
+    assay <- paste0("prediction.score.", name)
+  } else if (identical(info$kind, "clustering")) {
+    columns <- c(paste0(name, ".clusters", c("", ".score")),
+                 if (isTRUE(info$maps_types)) paste0("predicted.", name),
+                 vapply(as.character(unlist(info$extra_fields)), .extra_column, "", name = name, USE.NAMES = FALSE))
+    assay <- paste0("cluster.score.", name)
   } else {
-    list(columns = c(paste0(name, ".clusters", c("", ".score")), paste0("predicted.", name)),
-         assay = paste0("cluster.score.", name), reduction = name)
+    .abort("internal: unknown method kind '", paste(info$kind, collapse = "', '"), "'.")
   }
+  list(columns = unique(columns), assay = assay, reduction = name)
+}
+
+# What a result writes, in the terms of a registry record.
+.result_spec <- function(res) {
+  list(kind = res$kind, maps_types = !is.null(res$cell_types), extra_fields = names(res$extra))
 }
 
 .reduced_dim_name <- function(name) toupper(name)
@@ -95,14 +111,14 @@
          .seurat_fun("Command")(object))
 }
 
-# Which of the result's names are already taken in `object`.
-.taken <- function(object, name, kind, extra = character()) {
-  t <- .targets(name, kind)
-  meta_cols <- colnames(.metadata(object))
-  taken <- intersect(unique(c(t$columns, extra)), meta_cols)
+# Which of the names in `targets` (a .targets() list) are already taken in `object`.
+.taken <- function(object, name, targets) {
+  taken <- intersect(targets$columns, colnames(.metadata(object)))
   if (.is_seurat(object)) {
-    if (t$assay %in% .seurat_fun("Assays")(object)) taken <- c(taken, paste0("assay '", t$assay, "'"))
-    if (t$reduction %in% .seurat_fun("Reductions")(object)) taken <- c(taken, paste0("reduction '", t$reduction, "'"))
+    if (targets$assay %in% .seurat_fun("Assays")(object)) taken <- c(taken, paste0("assay '", targets$assay, "'"))
+    if (targets$reduction %in% .seurat_fun("Reductions")(object)) {
+      taken <- c(taken, paste0("reduction '", targets$reduction, "'"))
+    }
   } else {
     rd <- .reduced_dim_name(name)
     if (rd %in% SingleCellExperiment::reducedDimNames(object)) taken <- c(taken, paste0("reducedDim '", rd, "'"))
@@ -111,8 +127,8 @@
   taken
 }
 
-# Called before computing, so that a name clash fails fast, and again before storing.
-.check_target <- function(object, name, method, kind, verbose = FALSE, extra = character()) {
+# Is `name` usable as the name of the outputs? (pure R: checked before anything is read)
+.check_name <- function(object, name) {
   if (!is.character(name) || length(name) != 1L || is.na(name) || !nzchar(name)) {
     .abort("`name` must be one non-empty string (it names the output columns).", class = "pybridge_input_error")
   }
@@ -122,7 +138,15 @@
            "reductions: use letters, digits, '.' and '_' (e.g. \"", make.names(name), "\").",
            class = "pybridge_input_error")
   }
-  taken <- .taken(object, name, kind, extra)
+  invisible(name)
+}
+
+# Called before computing (with the names from the method's registry record), so that a
+# name clash fails before training, and again before storing (with the result's names).
+# TRUE: earlier results of the same method under `name` will be replaced.
+.check_target <- function(object, name, method, targets, verbose = FALSE) {
+  .check_name(object, name)
+  taken <- .taken(object, name, targets)
   if (!length(taken)) return(invisible(FALSE))
   prev <- .previous_writer(object, name)
   if (identical(prev, method)) {
@@ -145,13 +169,23 @@
 }
 
 # ---------------------------------------------------------------- store
-.store_result <- function(object, res, name, method, fn, assay, cells, params, call_string, verbose = FALSE) {
+# `info`: the method's registry record, when known; replacing earlier results of the
+# method then also drops the columns it wrote that this result does not (e.g.
+# predicted.<name> of an earlier NMF transfer run with reference labels).
+.store_result <- function(object, res, name, method, fn, assay, cells, params, call_string, verbose = FALSE,
+                          info = NULL) {
   if (!identical(res$cells, cells)) {
     .abort("internal: the result's cells are not the object's cells in the same order.")
   }
   cols <- .result_columns(res, name)
-  replace <- .check_target(object, name, method, res$kind, verbose = FALSE, extra = names(cols))
-  if (isTRUE(replace)) object <- .drop_columns(object, unique(c(.targets(name, res$kind)$columns, names(cols))))
+  writes <- .targets(name, .result_spec(res))
+  writes$columns <- unique(c(writes$columns, names(cols)))
+  replace <- .check_target(object, name, method, writes, verbose = FALSE)
+  if (isTRUE(replace)) {
+    # without a record, everything a result of this kind can write
+    before <- info %||% list(kind = res$kind, maps_types = TRUE, extra_fields = names(res$extra))
+    object <- .drop_columns(object, unique(c(.targets(name, before)$columns, writes$columns)))
+  }
   if (.is_seurat(object)) {
     .store_seurat(object, res, cols, name, method, fn, assay, params, call_string)
   } else {
@@ -200,7 +234,7 @@
   md <- data.frame(row.names = cells)
   for (col in names(cols)) md[[col]] <- cols[[col]]
   object <- .seurat_fun("AddMetaData")(object, metadata = md)
-  t <- .targets(name, res$kind)
+  t <- .targets(name, .result_spec(res))
   if (!is.null(res$embedding)) {
     emb <- res$embedding
     key <- .embedding_key(name)
@@ -254,6 +288,7 @@
   object
 }
 
+# Called from Python (see python.R): keep its name and arguments.
 # Used by pybridge.r.write_result_rds() (Python hosts R): store a result that
 # Python computed on this object (read with pybridge.r.read_rds()).
 .store_from_python <- function(object, res, name, fn = "pybridge.write_result_rds") {
@@ -263,7 +298,9 @@
   res <- .normalize_result(res)
   cells <- colnames(object)
   if (is.null(cells) || anyDuplicated(cells)) {
-    if (length(res$cells) != ncol(object)) .abort("The result has ", length(res$cells), " cells, the object ", ncol(object), ".")
+    if (length(res$cells) != ncol(object)) {
+      .abort("The result has ", length(res$cells), " cells, the object ", ncol(object), ".")
+    }
     cells <- res$cells
   }
   if (!identical(res$cells, cells)) {

@@ -18,7 +18,7 @@
 .inform <- function(verbose, ..., type = c("info", "done", "step")) {
   if (!isTRUE(verbose)) return(invisible(NULL))
   type <- match.arg(type)
-  text <- paste0(...)
+  text <- paste0(...)  # nolint: object_usage_linter. (used in the glue string below)
   fun <- switch(type, info = cli::cli_alert_info, done = cli::cli_alert_success, step = cli::cli_alert)
   # the text is pre-formatted: no glue interpolation of braces in names or paths
   fun("{text}", wrap = FALSE)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every test: testthat (the R package), the
+# Set up (scripts/setup.sh) and run every test: the linters (ruff, lintr), testthat (the R package), the
 # vignettes (rendered with every chunk run), and pytest (Python, CLI, the Python
 # tutorial, and the R entry points driven through rpy2).
 set -euo pipefail
@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYBRIDGE_PYTHON="$(pwd)/.venv/bin/python"
 status=0
+echo "== lint: ruff (Python: lint with import sorting, format)"
+{ .venv/bin/ruff check . && .venv/bin/ruff format --check .; } || status=1
+echo "== lint: lintr (R package and testthat)"
+Rscript -e 'l <- lintr::lint_package(); print(l); quit(status = length(l) > 0)' || status=1
 echo "== tests: R (testthat)"
 if [ -d tests/testthat ]; then
   Rscript -e 'res <- testthat::test_dir("tests/testthat", package = "pybridge", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)' || status=1

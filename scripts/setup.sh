@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 
 APT_PACKAGES="r-base-dev r-cran-seurat r-cran-seuratobject r-bioc-singlecellexperiment r-bioc-scuttle
   r-cran-reticulate r-cran-testthat r-cran-roxygen2 r-cran-knitr r-cran-rmarkdown r-cran-ggplot2
-  r-cran-cli r-cran-matrix r-cran-jsonlite pandoc python3-venv python3-dev
+  r-cran-cli r-cran-matrix r-cran-jsonlite r-cran-lintr pandoc python3-venv python3-dev
   r-bioc-biocstyle r-bioc-scater r-cran-gridextra
   libopenblas0-pthread"
 

@@ -3,33 +3,65 @@
 # as Seurat objects and SingleCellExperiments, and one RunScNym run of each that
 # several test files inspect. Few epochs keep the suite fast; accuracy is still
 # checked against the known labels.
-suppressPackageStartupMessages({
-  library(SeuratObject)
-  library(SingleCellExperiment)
-})
+#
+# The objects need suggested packages. Without them this file builds nothing,
+# and each test file that uses the objects skips itself (skip_if_no_objects() at
+# its top); tests that run Python call skip_if_no_python().
+
+objects_need <- c("SeuratObject", "SingleCellExperiment", "SummarizedExperiment", "S4Vectors", "withr")
+have_objects <- all(vapply(objects_need, requireNamespace, logical(1), quietly = TRUE))
+skip_if_no_objects <- function() {
+  for (pkg in objects_need) testthat::skip_if_not_installed(pkg)
+}
 
 EPOCHS <- 15L
-demo <- readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge", mustWork = TRUE))
-seu_query <- subset(demo, tech == "indrop")
-seu_ref <- subset(demo, tech != "indrop")
-
 as_sce <- function(seu) {
-  SingleCellExperiment(
-    assays = list(counts = GetAssayData(seu, slot = "counts")),
+  SingleCellExperiment::SingleCellExperiment(
+    assays = list(counts = SeuratObject::GetAssayData(seu, slot = "counts")),
     colData = S4Vectors::DataFrame(seu[[]], check.names = FALSE)
   )
 }
-sce_query <- as_sce(seu_query)
-sce_ref <- as_sce(seu_ref)
-truth <- as.character(seu_query$cell_type)
-ref_classes <- sort(unique(as.character(seu_ref$cell_type)))
+if (have_objects) {
+  suppressPackageStartupMessages({
+    library(SeuratObject)
+    library(SingleCellExperiment)
+  })
+}
+demo <- if (have_objects) readRDS(system.file("extdata", "panc8_small.rds", package = "pybridge", mustWork = TRUE))
+seu_query <- if (have_objects) subset(demo, tech == "indrop")
+seu_ref <- if (have_objects) subset(demo, tech != "indrop")
+sce_query <- if (have_objects) as_sce(seu_query)
+sce_ref <- if (have_objects) as_sce(seu_ref)
+truth <- if (have_objects) as.character(seu_query$cell_type)
+ref_classes <- if (have_objects) sort(unique(as.character(seu_ref$cell_type)))
 
 have_python <- function() {
   py <- pybridge_python()
   !is.na(py$python) && file.exists(py$python)
 }
 skip_if_no_python <- function() {
-  if (!have_python()) skip("no Python environment for pybridge (set PYBRIDGE_PYTHON)")
+  if (!have_python()) testthat::skip("no Python environment for pybridge (set PYBRIDGE_PYTHON)")
+}
+
+# The method registry in the format of Python's answer to run_from_r(list(task = "methods")),
+# for checks that need no Python (test-other-methods.R compares it with the real one).
+fake_methods <- list(
+  name = c("cicl", "itclust", "jind", "nmf_transfer", "scnym"),
+  kind = c("clustering", "clustering", "annotation", "clustering", "annotation"),
+  reference = c("none", "required", "required", "optional", "required"),
+  maps_types = c(FALSE, TRUE, FALSE, TRUE, FALSE),
+  extra_fields = c("", "cell_score,raw_cell_types", "", "", "")
+)
+# Until the calling test ends: `fake_methods` is the registry, and any call into Python
+# fails with "test: Python was called" (so a check that must come first is seen to).
+local_fake_registry <- function(env = parent.frame()) {
+  pb <- pybridge:::.pybridge
+  old <- pb$methods
+  pb$methods <- pybridge:::.parse_methods(fake_methods)
+  withr::defer(pb$methods <- old, envir = env)
+  suppressMessages(trace(".call_python", quote(stop("test: Python was called")), print = FALSE,
+                         where = asNamespace("pybridge")))
+  withr::defer(suppressMessages(untrace(".call_python", where = asNamespace("pybridge"))), envir = env)
 }
 
 # computed once, inspected by several tests
@@ -74,3 +106,16 @@ strip_sce <- function(x, name = "scnym") {
 }
 
 accuracy <- function(pred, truth) mean(as.character(pred) == as.character(truth))
+
+# (test-other-methods.R) skip unless the Python side registers `name`
+method_available <- function(name) {
+  skip_if_no_python()
+  methods <- run_once("methods", pybridge_methods())
+  if (!name %in% methods$name) testthat::skip(paste0(name, " is not registered in the Python package"))
+}
+
+# (test-other-methods.R) `out` is `before` with the metadata columns `added`, and nothing else changed there
+only_added <- function(out, before, added) {
+  testthat::expect_identical(setdiff(colnames(out[[]]), colnames(before[[]])), added)
+  testthat::expect_identical(out[[]][colnames(before[[]])], before[[]])
+}

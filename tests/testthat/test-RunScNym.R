@@ -1,5 +1,6 @@
 # RunScNym on real data (panc8_small, inDrop query vs four other technologies):
 # what is written, with which types, and that nothing else changes.
+skip_if_no_objects()
 
 test_that("Seurat: labels, scores, embedding, probabilities and the command log, with real accuracy", {
   skip_if_no_python()

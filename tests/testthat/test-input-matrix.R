@@ -2,6 +2,7 @@
 # SingleCellExperiments, with tiny synthetic objects (48 cells x 80 genes) and the smallest settings each
 # method allows. Cases checked in R fail before Python is started; the others go to Python and come back
 # as R errors or warnings. docs/input-checks.md lists the outcomes; its rows name these tests.
+skip_if_no_objects()
 
 RUN_FNS <- c("RunScNym", "RunJIND", "RunItClust", "RunCICL", "RunNMFTransfer")
 R_TINY <- list(
@@ -28,13 +29,14 @@ tiny_counts <- function(n = 48L, seed = 1L, prefix = "c", genes = paste0("G", 1:
 }
 tiny_seurat <- function(...) {
   x <- tiny_counts(...)
-  s <- suppressWarnings(CreateSeuratObject(x$counts))
+  s <- suppressWarnings(SeuratObject::CreateSeuratObject(x$counts))
   s$cell_type <- x$labels
   s
 }
 tiny_sce <- function(...) {
   x <- tiny_counts(...)
-  SingleCellExperiment(assays = list(counts = x$counts), colData = S4Vectors::DataFrame(cell_type = x$labels))
+  SingleCellExperiment::SingleCellExperiment(assays = list(counts = x$counts),
+                                             colData = S4Vectors::DataFrame(cell_type = x$labels))
 }
 tiny <- list(
   Seurat = list(query = tiny_seurat(seed = 2L, prefix = "q"), reference = tiny_seurat()),
@@ -64,6 +66,7 @@ for (cls in names(tiny)) {
   r0 <- tiny[[cls]]$reference
   for (fn in RUN_FNS) {
     test_that(paste0(fn, " (", cls, "): bad input stops in R with a pybridge_input_error naming the fix"), {
+      local_fake_registry()  # the registry record without Python; any call into Python fails
       with_ref <- fn != "RunCICL"
       if (cls == "SCE") {  # (a Seurat object cannot hold 0 cells: SeuratObject refuses to make one)
         expect_error(run_fn(fn, q0[, integer(0)], r0), "has no cells \\(0 columns\\)", class = "pybridge_input_error")
@@ -87,8 +90,12 @@ for (cls in names(tiny)) {
         r <- r0
         r$cell_type <- NA
         expect_error(run_fn(fn, q0, r), "label column 'cell_type' is entirely NA", class = "pybridge_input_error")
-        q <- if (cls == "SCE") { x <- q0; rownames(x) <- paste0("ENSG", seq_len(nrow(x))); x } else
-          tiny_seurat(seed = 2L, prefix = "q", genes = paste0("ENSG", 1:80))
+        if (cls == "SCE") {
+          q <- q0
+          rownames(q) <- paste0("ENSG", seq_len(nrow(q)))
+        } else {
+          q <- tiny_seurat(seed = 2L, prefix = "q", genes = paste0("ENSG", 1:80))
+        }
         expect_error(run_fn(fn, q, r0), "no genes in common \\(query genes: 'ENSG1'", class = "pybridge_input_error")
       }
       if (cls == "SCE") {
@@ -118,11 +125,11 @@ for (cls in names(tiny)) {
       expect_identical(meta_of(out)[colnames(meta_of(q))], meta_of(q))  # nothing else changed
       name <- pybridge:::.python_names[[fn]]
       mapped <- paste0("predicted.", name)
-      if (mapped %in% added) {
-        expect_true(all(as.character(meta_of(out)[[mapped]]) %in% c(LABELS, "Unassigned")))  # verbatim, not make.names'd
+      if (mapped %in% added) {  # verbatim, not make.names'd
+        expect_true(all(as.character(meta_of(out)[[mapped]]) %in% c(LABELS, "Unassigned")))
       }
-      kind <- if (fn %in% c("RunScNym", "RunJIND", "RunItClust")) "annotation" else "clustering"
-      expect_message(pybridge:::.check_target(out, name, name, kind, verbose = TRUE),
+      targets <- pybridge:::.targets(name, pybridge:::.method_info(name))
+      expect_message(pybridge:::.check_target(out, name, name, targets, verbose = TRUE),
                      paste0("Replacing the earlier ", name, " results stored under name '", name, "'"))
       if (fn == "RunCICL") {  # the Run functions pass `verbose` on to that check (one noisy run is enough)
         expect_message(suppressWarnings(run_fn(fn, out, r, seed = 1, verbose = TRUE)), "Replacing the earlier cicl")
@@ -142,7 +149,11 @@ for (cls in names(tiny)) {
       bad <- q
       counts <- if (cls == "SCE") counts(bad) else GetAssayData(bad, slot = "counts")
       counts[1, 1] <- -1
-      bad <- if (cls == "SCE") { counts(bad) <- counts; bad } else SetAssayData(bad, slot = "counts", new.data = counts)
+      if (cls == "SCE") {
+        counts(bad) <- counts
+      } else {
+        bad <- SetAssayData(bad, slot = "counts", new.data = counts)
+      }
       expect_error(run_fn(fn, bad, r), "contains negative values", class = "pybridge_python_error")
       expect_error(run_fn(fn, q, r, n_epoch = 3), "Unknown .*Config option\\(s\\): n_epoch",
                    class = "pybridge_python_error")
@@ -173,14 +184,14 @@ test_that("numeric labels and factors with unused levels: classes are the used v
 seurat_two_assays <- function(alt = c("counts", "data_only", "ensembl")) {
   alt <- match.arg(alt)
   s <- tiny_seurat(seed = 2L, prefix = "q")
-  m <- GetAssayData(s, slot = "counts")
+  m <- SeuratObject::GetAssayData(s, slot = "counts")
   if (alt == "data_only") {
-    s[["ALT"]] <- CreateAssayObject(data = log1p(m))
+    s[["ALT"]] <- SeuratObject::CreateAssayObject(data = log1p(m))
   } else {
     if (alt == "ensembl") rownames(m) <- paste0("ENSG", seq_len(nrow(m)))
-    s[["ALT"]] <- CreateAssayObject(counts = m)
+    s[["ALT"]] <- SeuratObject::CreateAssayObject(counts = m)
   }
-  DefaultAssay(s) <- "ALT"
+  SeuratObject::DefaultAssay(s) <- "ALT"
   s
 }
 

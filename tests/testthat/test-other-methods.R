@@ -1,24 +1,18 @@
 # The thin wrappers for the other methods share RunScNym's worker; these check
 # what each writes (tiny configurations: properties, not accuracy, which the
 # Python tests of each method cover).
+skip_if_no_objects()
 
-method_available <- function(name) {
-  skip_if_no_python()
-  methods <- run_once("methods", pybridge_methods())
-  if (!name %in% methods$name) skip(paste0(name, " is not registered in the Python package"))
-}
-
-only_added <- function(out, before, added) {
-  expect_identical(setdiff(colnames(out[[]]), colnames(before[[]])), added)
-  expect_identical(out[[]][colnames(before[[]])], before[[]])
-}
-
-test_that("pybridge_methods() lists the registry with kinds", {
+test_that("pybridge_methods() lists the registry: kinds, references, and trainable where R has a Train function", {
   skip_if_no_python()
   m <- run_once("methods", pybridge_methods())
-  expect_true("scnym" %in% m$name)
-  expect_identical(m$kind[m$name == "scnym"], "annotation")
-  expect_type(m$trainable, "logical")
+  expect_identical(names(m), c("name", "kind", "reference", "trainable"))
+  expect_setequal(m$name, unlist(pybridge:::.python_names))  # every registered method has an R Run function
+  expect_identical(m$name[m$trainable], c("jind", "scnym"))
+  # the record the tests use without Python (setup.R) is the real one
+  real <- pybridge:::.methods_table()
+  fake <- pybridge:::.parse_methods(fake_methods)
+  expect_identical(real[match(fake$name, real$name), ], fake, ignore_attr = "row.names")
 })
 
 test_that("RunJIND writes labels with rejection, scores and the raw label", {

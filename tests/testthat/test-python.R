@@ -1,5 +1,6 @@
 # Finding Python: lookup order, and clear errors naming the fix. These run
 # without starting Python in this R session.
+skip_if_not_installed("withr")
 
 test_that("the Python lookup order is use_pybridge() > PYBRIDGE_PYTHON > RETICULATE_PYTHON > default virtualenv", {
   py <- Sys.which("python3")
@@ -33,7 +34,8 @@ test_that("a Python path that does not exist is an error naming the fix", {
   old <- env$explicit
   on.exit(env$explicit <- old, add = TRUE)
   env$explicit <- NULL
-  expect_error(pybridge:::.find_python(), "PYBRIDGE_PYTHON does not exist: /nonexistent/bin/python.*install_pybridge\\(\\)",
+  expect_error(pybridge:::.find_python(),
+               "PYBRIDGE_PYTHON does not exist: /nonexistent/bin/python.*install_pybridge\\(\\)",
                class = "pybridge_python_missing")
   expect_error(use_pybridge("/nonexistent/bin/python"), "does not exist", class = "pybridge_python_missing")
 })
@@ -45,13 +47,15 @@ test_that("a Python without pybridge's modules is an error that lists them and t
   status <- system2(py, c("-m", "venv", "--without-pip", shQuote(bare)), stdout = FALSE, stderr = FALSE)
   skip_if(status != 0L, "cannot create a bare virtualenv here")
   bare_py <- file.path(bare, "bin", "python")
-  err <- withr::with_dir(tempdir(), expect_error(pybridge:::.check_python(bare_py, "a test"), class = "pybridge_python_missing"))
+  err <- withr::with_dir(tempdir(), expect_error(pybridge:::.check_python(bare_py, "a test"),
+                                                 class = "pybridge_python_missing"))
   expect_match(conditionMessage(err), "lacks the module\\(s\\) pybridge, numpy, scipy, pandas, anndata, torch")
   expect_match(conditionMessage(err), "install_pybridge\\(python = ")
   expect_identical(err$missing, c("pybridge", "numpy", "scipy", "pandas", "anndata", "torch"))
 })
 
 test_that("a fresh R session without a usable Python stops with that message instead of crashing", {
+  skip_if_not_installed("SeuratObject")
   rscript <- file.path(R.home("bin"), "Rscript")
   code <- paste(
     "suppressPackageStartupMessages(library(SeuratObject)); library(pybridge);",
