@@ -66,17 +66,16 @@ def outputs(adata, key: str) -> dict[str, np.ndarray]:
     return out
 
 
-def fit_model(method: str, ref, query):
+def _estimator(method: str):
+    """The estimator class (by name, so that this script also runs on trees from before the registry)."""
     import pybridge
 
-    cls = {
-        "scnym": pybridge.ScNym,
-        "jind": pybridge.JIND,
-        "itclust": pybridge.ItClust,
-        "cicl": pybridge.CICL,
-        "nmf_transfer": pybridge.NMFTransfer,
-    }[method]
-    est = cls(seed=0, device="cpu", verbose=False)
+    names = {"scnym": "ScNym", "jind": "JIND", "itclust": "ItClust", "cicl": "CICL", "nmf_transfer": "NMFTransfer"}
+    return getattr(pybridge, names[method])
+
+
+def fit_model(method: str, ref, query):
+    est = _estimator(method)(seed=0, device="cpu", verbose=False)
     if method in ("scnym", "jind", "itclust"):
         return est.fit(ref, labels_key="cell_type", query=query)
     if method == "cicl":
@@ -85,16 +84,7 @@ def fit_model(method: str, ref, query):
 
 
 def load_model(method: str, path):
-    import pybridge
-
-    cls = {
-        "scnym": pybridge.ScNym,
-        "jind": pybridge.JIND,
-        "itclust": pybridge.ItClust,
-        "cicl": pybridge.CICL,
-        "nmf_transfer": pybridge.NMFTransfer,
-    }[method]
-    return cls.load(path, device="cpu", verbose=False)
+    return _estimator(method).load(path, device="cpu", verbose=False)
 
 
 def model_outputs(model, query) -> dict[str, np.ndarray]:

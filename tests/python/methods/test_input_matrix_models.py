@@ -358,46 +358,19 @@ def test_cli_bad_input_exits_2_with_one_line_before_training(command, method, ca
     assert not (files / "out.h5ad").exists()
 
 
+def _cli_train_then_predict(files, method, data, sets):
+    """``pybridge train`` then ``pybridge predict`` on the query; the model directory."""
+    model_dir, common = files / "model", ["--device", "cpu", "--quiet"]
+    assert main(["train", "--method", method, *data, "--out", str(model_dir), *common, *sets]) == 0
+    predict = ["--model", str(model_dir), "--query", str(files / "q.h5ad"), "--csv", str(files / "p.csv")]
+    assert main(["predict", *predict, *common]) == 0
+    return model_dir
+
+
 @pytest.mark.parametrize("method", ANNOTATION)
 def test_cli_train_then_predict(method, files):
-    model_dir = files / "model"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                method,
-                "--reference",
-                str(files / "ref.h5ad"),
-                "--query",
-                str(files / "q.h5ad"),
-                "--out",
-                str(model_dir),
-                "--device",
-                "cpu",
-                "--quiet",
-                *_sets(method),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model_dir),
-                "--query",
-                str(files / "q.h5ad"),
-                "--csv",
-                str(files / "p.csv"),
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    data = ["--reference", str(files / "ref.h5ad"), "--query", str(files / "q.h5ad")]
+    _cli_train_then_predict(files, method, data, _sets(method))
     assert (files / "p.csv").exists()
 
 
@@ -407,42 +380,9 @@ def test_cli_train_then_predict_clusterers(method, files):
     import anndata as ad
     import pandas as pd
 
-    model_dir = files / "model"
     data = ["--query", str(files / "q.h5ad")] if method == "cicl" else ["--reference", str(files / "ref.h5ad")]
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                method,
-                *data,
-                "--out",
-                str(model_dir),
-                "--device",
-                "cpu",
-                "--quiet",
-                *_sets(method, drop=("n_clusters",) if method == "nmf_transfer" else ()),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model_dir),
-                "--query",
-                str(files / "q.h5ad"),
-                "--csv",
-                str(files / "p.csv"),
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    sets = _sets(method, drop=("n_clusters",) if method == "nmf_transfer" else ())
+    model_dir = _cli_train_then_predict(files, method, data, sets)
     table = pd.read_csv(files / "p.csv", index_col=0)
     q = ad.read_h5ad(files / "q.h5ad")
     assert list(table.index) == list(q.obs_names) and "cluster" in table
