@@ -66,6 +66,24 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(ece)
 
 
+def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(p) / T)`` row by row: the same ranking (so the same labels), sharper for T < 1, flatter for
+    T > 1. ``T = 1`` returns the input unchanged."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if temperature == 1.0:
+        return p
+    z = np.log(np.clip(p, 1e-300, None)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean ``-log p(true class)`` (probabilities clipped at 1e-12)."""
+    p = np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
     """Temperature T > 0 minimising the NLL of softmax(logits / T) on held-out labels."""
     import torch

@@ -83,6 +83,8 @@ class AnnotationResult:
     method: str = ""
     rejection: bool = False
     params: dict = field(default_factory=dict)
+    #: the model's probabilities before calibration (None when none was applied)
+    raw_probabilities: np.ndarray | None = None
 
     @property
     def rejected(self) -> np.ndarray:
@@ -112,6 +114,10 @@ class AnnotationResult:
             obs[f"{key}_raw"] = pd.Categorical(self.raw_labels, categories=list(self.classes))
         drop = [f"{key}_raw"] if not self.rejection and f"{key}_raw" in adata.obs.columns and key in adata.uns else []
         obsm = {f"{key}_probabilities": np.asarray(self.probabilities, dtype=np.float32)}
+        if self.raw_probabilities is not None:
+            obsm[f"{key}_probabilities_raw"] = np.asarray(self.raw_probabilities, dtype=np.float32)
+        elif f"{key}_probabilities_raw" in adata.obsm and key in adata.uns:
+            drop.append(f"obsm:{key}_probabilities_raw")  # from an earlier calibrated run under this key
         if self.embedding is not None:
             obsm[f"X_{key}"] = np.asarray(self.embedding, dtype=np.float32)
         uns = h5ad_safe({**self.params, "method": self.method, "classes": list(self.classes)})
@@ -172,7 +178,10 @@ def _write(adata, obs: dict, obsm: dict, key: str, uns, drop: list, copy: bool):
     if copy:
         adata = adata.copy()
     for col in drop:
-        del adata.obs[col]
+        if col.startswith("obsm:"):
+            del adata.obsm[col[5:]]
+        else:
+            del adata.obs[col]
     for name, values in obs.items():
         adata.obs[name] = values
     for name, values in obsm.items():

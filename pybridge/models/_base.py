@@ -39,7 +39,15 @@ import torch
 from .. import _io
 from .._settings import logger, resolve_device, resolve_verbose
 from ..data import check_finite_labels, gene_overlap, get_counts, get_labels
-from ..rejection import UNASSIGNED, class_thresholds, reject
+from ..rejection import (
+    UNASSIGNED,
+    class_thresholds,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reject,
+    temperature_scale,
+)
 from ..result import AnnotationResult
 
 
@@ -217,9 +225,53 @@ class Annotator(Estimator):
         self.genes_: pd.Index | None = None
         self.classes_: list[str] | None = None
         self.thresholds_: np.ndarray | None = None
+        #: softmax temperature fitted on the held-back reference cells (None: not fitted, as in older models)
+        self.temperature_: float | None = None
+        self.calibration_: dict | None = None
 
     def _is_fitted(self) -> bool:
         return self.genes_ is not None and self.classes_ is not None
+
+    # ------------------------------------------------------------- calibration
+    @property
+    def calibration_enabled(self) -> bool:
+        return bool(getattr(self.config, "calibrate", False))
+
+    def _fit_validation(self, val_probabilities: np.ndarray | None, val_labels: np.ndarray | None) -> None:
+        """What the held-back reference cells decide after training: the temperature, then (on the calibrated
+        scores when calibration is on) the rejection thresholds."""
+        self._fit_calibration(val_probabilities, val_labels)
+        self._fit_rejection(None if val_probabilities is None else self._calibrated(val_probabilities))
+
+    def _fit_calibration(self, val_probabilities: np.ndarray | None, val_labels: np.ndarray | None) -> None:
+        """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the validation cells' NLL of
+        ``softmax(log(p) / T)``. One parameter, so the argmax and with it every label stay the same. It is
+        fitted whether or not ``calibrate`` is on, so the validation ECE before and after is always reported;
+        with fewer than 10 validation cells, or all of one class, T stays 1."""
+        n = 0 if val_probabilities is None else len(val_probabilities)
+        if n < 10 or len(np.unique(val_labels)) < 2:
+            self.temperature_ = 1.0
+            self.calibration_ = {"temperature": 1.0, "n_validation_cells": int(n), "note": "too few validation cells"}
+            return
+        p, y = np.asarray(val_probabilities, dtype=np.float64), np.asarray(val_labels)
+        t = fit_temperature(np.log(np.clip(p, 1e-300, None)), y)
+        q = temperature_scale(p, t)
+        correct = p.argmax(axis=1) == y
+        self.temperature_ = t
+        self.calibration_ = {
+            "temperature": t,
+            "n_validation_cells": int(n),
+            "validation_ece_before": expected_calibration_error(p.max(axis=1), correct),
+            "validation_ece_after": expected_calibration_error(q.max(axis=1), correct),
+            "validation_nll_before": negative_log_likelihood(p, y),
+            "validation_nll_after": negative_log_likelihood(q, y),
+        }
+
+    def _calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """The probabilities with the fitted temperature applied (unchanged when calibration is off)."""
+        if not self.calibration_enabled or self.temperature_ is None:
+            return probabilities
+        return temperature_scale(probabilities, self.temperature_)
 
     # ------------------------------------------------------------- to override
     def _transform(self, X: sp.csr_matrix, genes: pd.Index, target_genes: pd.Index) -> sp.csr_matrix:
@@ -258,8 +310,8 @@ class Annotator(Estimator):
         """Annotate ``query`` (AnnData with raw counts in ``X`` or ``layer``)."""
         t0 = time.perf_counter()
         Xq, overlap = self.prepare_query(query, layer)
-        probs, embedding = self._predict_arrays(Xq)
-        return self._result(query.obs_names, probs, embedding, overlap, time.perf_counter() - t0)
+        raw, embedding = self._predict_arrays(Xq)
+        return self._result(query.obs_names, raw, embedding, overlap, time.perf_counter() - t0)
 
     def annotate(self, query, *, layer: str | None = None) -> AnnotationResult:
         """Annotate a query with this trained model, doing whatever per-query step the method has.
@@ -271,7 +323,10 @@ class Annotator(Estimator):
         """
         return self.predict(query, layer=layer)
 
-    def _result(self, obs_names, probs, embedding, overlap, predict_seconds) -> AnnotationResult:
+    def _result(self, obs_names, raw_probs, embedding, overlap, predict_seconds) -> AnnotationResult:
+        """The result for the model's raw probabilities ``raw_probs``: calibrated, labelled, rejected."""
+        probs = self._calibrated(raw_probs)
+        calibrated = probs is not raw_probs
         classes = np.asarray(self.classes_, dtype=object)
         raw = classes[probs.argmax(axis=1)]
         labels = raw.copy()
@@ -286,6 +341,7 @@ class Annotator(Estimator):
             "training": {k: v for k, v in self.fit_info_.items() if k != "timings"},
             # a list aligned with the classes: class names may hold '/' and cannot be .h5ad keys
             "thresholds": None if self.thresholds_ is None else [float(t) for t in self.thresholds_],
+            "calibration": None if self.calibration_ is None else {**self.calibration_, "applied": calibrated},
             **applied,
             "version": _version(),
         }
@@ -300,6 +356,7 @@ class Annotator(Estimator):
             method=self.method,
             rejection=self.rejection_enabled,
             params=params,
+            raw_probabilities=raw_probs if calibrated else None,
         )
 
     def _meta(self) -> dict:
@@ -310,8 +367,13 @@ class Annotator(Estimator):
             "thresholds": None if self.thresholds_ is None else [float(t) for t in self.thresholds_],
             "seed": self.seed,
             "fit_info": self.fit_info_,
+            **self._calibration_meta(),
             **self._extra_meta(),
         }
+
+    def _calibration_meta(self) -> dict:
+        """The temperature and its validation report (absent for a model fitted without validation cells)."""
+        return {} if self.calibration_ is None else {"temperature": self.temperature_, "calibration": self.calibration_}
 
     def _extra_meta(self) -> dict:
         return {}
@@ -321,6 +383,8 @@ class Annotator(Estimator):
         self.genes_ = pd.Index(meta["genes"]).astype(str)
         self.classes_ = list(meta["classes"])
         self.thresholds_ = None if meta.get("thresholds") is None else np.asarray(meta["thresholds"], dtype=float)
+        self.temperature_ = meta.get("temperature")  # absent in models saved before calibration: none applied
+        self.calibration_ = meta.get("calibration")
 
 
 def _version() -> str:

@@ -19,6 +19,11 @@ cross-entropy of a 10% validation split of the reference.
 Choices where the paper and the reference code differ, or where pybridge
 deviates on purpose (each is an option of :class:`ScNymConfig`):
 
+* Calibration (not part of the paper): the probabilities are temperature-scaled
+  with one temperature fitted on the held-back validation cells of the
+  reference (the labels do not change; the rejection thresholds are computed on
+  the calibrated scores). ``calibrate=False`` gives the network's softmax, as
+  in the paper.
 * Ramps: the paper says "sigmoid" for both; the reference code runs the
   MixMatch ramp linearly and the adversary ramp as exp(-5 (1 - t/T)^2).
   Default here: the paper's sigmoid (exp form) for both (``ssl_ramp``,
@@ -159,6 +164,7 @@ class ScNymConfig:
     balanced_classes: bool = False  # sample reference cells with weights 1/n_class (reference-code option)
     reject: bool = False
     outlier_fraction: float = 0.05
+    calibrate: bool = True  # temperature scaling on the validation cells; False: the network's softmax (paper)
     min_confidence: float = 0.0  # cells below this top probability are also Unassigned when > 0
     reject_score: str = "auto"  # "confidence", "distance" (k-NN distance in the embedding); auto: by discovery
     reject_neighbors: int = 5  # k of the "distance" score
@@ -288,8 +294,8 @@ class ScNym(Annotator):
         y = pd.Categorical(labels, categories=classes).codes.astype(np.int64)
         self.genes_, self.classes_, self.domains_ = pd.Index(genes), classes, domains
         with timer("train_s"):
-            val_probs = self._train(Xr, y, dom_r, Xq, dom_q)
-        self._fit_rejection(val_probs)
+            val_probs, val_y = self._train(Xr, y, dom_r, Xq, dom_q)
+        self._fit_validation(val_probs, val_y)
         self._fit_distance_rejection(Xr, y)
         self.fit_info_.update(
             {
@@ -379,9 +385,9 @@ class ScNym(Annotator):
         )
         logger.info("scNym trained %d epochs (best %s)", epoch + 1, stopper.best_epoch)
         if len(val_idx) == 0:
-            return None
+            return None, None
         probs, _ = self._predict_arrays(Xr[val_idx])
-        return probs
+        return probs, y[val_idx]
 
     def _step(self, net, adv, x, yb, dx, u, du, w_ssl, w_adv, semi, gen, rng):
         """One training step: (total with grad, then detached total, ce, ssl, adv)."""
