@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh) and run every test: the linters (ruff, lintr), testthat (the R package), the
 # vignettes (rendered with every chunk run), and pytest (Python, CLI, the Python
-# tutorial, and the R entry points driven through rpy2).
+# tutorial, and the R entry points driven through rpy2), on Debian bookworm and
+# then again in the trixie lane (scripts/lane.sh; PYBRIDGE_SKIP_LANE=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,4 +20,17 @@ echo "== tests: vignettes (rendered to out/vignettes)"
 bash scripts/build_vignettes.sh out/vignettes || status=1
 echo "== tests: Python (pytest)"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
+
+# The same suites on today's stack: a Debian trixie chroot with R 4.5, Seurat 5, reticulate 1.41, Python 3.13
+# and numpy 2 (scripts/lane.sh builds it on first use, cached outside the clone).
+if [ "${PYBRIDGE_SKIP_LANE:-}" != "1" ]; then
+  echo "== lane: building or updating the trixie lane"
+  bash scripts/lane.sh --info || status=1
+  echo "== lane: tests: R (testthat)"
+  bash scripts/lane.sh -- Rscript -e 'res <- testthat::test_dir("tests/testthat", package = "pybridge", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)' || status=1
+  echo "== lane: tests: vignettes (rendered to out/vignettes-lane)"
+  bash scripts/lane.sh -- bash scripts/build_vignettes.sh out/vignettes-lane || status=1
+  echo "== lane: tests: Python (pytest)"
+  bash scripts/lane.sh -- python -m pytest -q -p no:cacheprovider "$@" || status=1
+fi
 exit $status
