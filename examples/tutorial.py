@@ -144,6 +144,11 @@ def main(argv=None) -> int:
         fig.savefig(out / "confidence.png", dpi=100)
         plt.close(fig)
         print("figure:", out / "confidence.png")
+        # pybridge.pl: is a confidence of 0.8 right 80% of the time (reliability diagram, ECE in the title)?
+        # and where do JIND's per-class thresholds cut its correct and wrong predictions?
+        pybridge.pl.reliability(query, "scnym", truth_key="cell_type").savefig(out / "reliability_scnym.png", dpi=100)
+        pybridge.pl.confidence(query, "jind", truth_key="cell_type").savefig(out / "confidence_jind.png", dpi=100)
+        print("figures:", out / "reliability_scnym.png", out / "confidence_jind.png")
 
     # ------------------------------------------------------------------ command line
     section("the same from the command line")
