@@ -39,17 +39,23 @@ class ConsensusResult(AnnotationResult):
         df["agreement"] = self.agreement
         return df
 
+    def member_columns(self) -> dict[str, np.ndarray]:
+        """Each member's label (before its own rejection) and score: ``<member>`` and ``<member>_confidence``."""
+        out = {}
+        for m, res in self.members.items():
+            out[m] = np.asarray(res.raw_labels, dtype=object)
+            out[f"{m}_confidence"] = np.asarray(res.confidence, dtype=np.float64)
+        return out
+
     def to_adata(self, adata, key_added: str | None = None, *, copy: bool = False):
-        """Write the consensus under ``key_added`` (plus ``obs[key + '_agreement']``) and each member's
-        result under the member's own name (``obs['scnym']``, ...)."""
+        """Write the consensus under ``key_added``, plus ``obs[key + '_agreement']`` and each member's label and
+        score (``obs[key + '_scnym']``, ``obs[key + '_scnym_confidence']``, ...)."""
         key = key_added or self.method
-        for m in self.members:  # refused before anything is written
-            check_key(adata, m, m, warn=False)
         out = super().to_adata(adata, key, copy=copy)
         target = out if copy else adata
         target.obs[f"{key}_agreement"] = np.asarray(self.agreement, dtype=np.float64)
-        for m, res in self.members.items():
-            res.to_adata(target, m)
+        for col, values in self.member_columns().items():
+            target.obs[f"{key}_{col}"] = pd.Categorical(values) if values.dtype == object else values
         return out
 
 
@@ -199,8 +205,6 @@ def consensus(
     check_anndata(reference, "reference")
     methods = check_methods(methods)
     check_key(query, key_added, "consensus", warn=False)
-    for m in methods:
-        check_key(query, m, m, warn=False)
     result = compute_consensus(
         query,
         reference,

@@ -249,6 +249,8 @@ def _dispatch(request: dict) -> dict:
     if task == "echo":
         return _echo(request)
     method = str(request["method"])
+    if method == "consensus":
+        return _consensus(request)
     info = get_method(method)
     compute, est_cls = info.compute, info.estimator
     options = coerce_options(request.get("options"), est_cls)
@@ -328,6 +330,43 @@ def _dispatch(request: dict) -> dict:
     return out
 
 
+def _consensus(request: dict) -> dict:
+    """RunConsensus: the members (``options$methods``) trained on the reference and combined."""
+    from .._consensus import DEFAULT_METHODS, compute_consensus
+
+    if request.get("task", "annotate") != "annotate":
+        raise ValueError("The consensus is an annotation: use RunConsensus().")
+    from ..models._registry import get_method
+
+    options = coerce_options(request.get("options"), None)  # R names (member.options) -> Python names
+    methods = options.pop("methods", None) or DEFAULT_METHODS
+    methods = [str(m) for m in (methods if isinstance(methods, (list, tuple, np.ndarray)) else [methods])]
+    reject = bool(options.pop("reject", True))
+    members = options.pop("member_options", None) or {}
+    member_options = {str(m): coerce_options(o, get_method(str(m)).estimator) for m, o in members.items()}
+    if options:
+        raise ValueError(
+            f"RunConsensus() takes no method options ({', '.join(sorted(options))}); "
+            "pass them per member as member.options = list(scnym = list(...))."
+        )
+    query = _dataset(request.get("query"), "query")
+    reference = _dataset(request.get("reference"), "reference")
+    if reference is None or isinstance(reference, tuple):
+        raise ValueError("The consensus trains its members on a labelled reference; a saved model cannot be used.")
+    result = compute_consensus(
+        query,
+        reference,
+        methods=methods,
+        labels_key=request.get("labels_key") or "cell_type",
+        reject=reject,
+        seed=int(request.get("seed") or 0),
+        device=str(request.get("device") or "auto"),
+        verbose=bool(request.get("verbose", True)),
+        options=member_options,
+    )
+    return result_to_dict(result)
+
+
 def _echo(request: dict) -> dict:
     """The bridge without a model (for benchmarks/bench_r_overhead.py): read the datasets R sent and answer
     with a result of the real shapes (uniform probabilities over the reference's classes, a zero embedding)."""
@@ -380,6 +419,11 @@ def result_to_dict(result) -> dict:
     cells = np.asarray(pd.Index(result.obs_names).astype(str), dtype=str)
     emb = None if result.embedding is None else np.asarray(result.embedding, dtype=np.float64)
     if isinstance(result, AnnotationResult):
+        extra = None
+        if hasattr(result, "member_columns"):  # a consensus: the agreement and each member's label and score
+            cols = {"agreement": result.agreement, **result.member_columns()}
+            extra = {k.replace("_confidence", ".score"): np.asarray(v) for k, v in cols.items()}
+            extra = {k: v.astype(str) if v.dtype.kind in "USO" else v.astype(np.float64) for k, v in extra.items()}
         return {
             "kind": "annotation",
             "method": result.method,
@@ -391,6 +435,7 @@ def result_to_dict(result) -> dict:
             "probabilities": np.asarray(result.probabilities, dtype=np.float64),
             "embedding": emb,
             "rejection": bool(result.rejection),
+            "extra": extra,
             "params_json": _to_json(result.params),
         }
     if isinstance(result, ClusteringResult):

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from conftest import load
 
-import pybridge
-from pybridge._consensus import check_methods, combine
+from pybridge._consensus import check_methods, combine, compute_consensus
 from pybridge.rejection import UNASSIGNED
 from pybridge.result import AnnotationResult
 
@@ -45,6 +44,15 @@ def test_combine_on_known_results():
     strict = combine({"a": a, "b": _result(b.classes, b.probabilities, [0.9, 0.9, 0.9], cells)})
     assert list(strict.labels) == ["A", UNASSIGNED, UNASSIGNED]  # agreeing cells are never rejected
     assert list(combine({"a": a, "b": b}, reject=False).labels) == ["A", "A", "C"]
+    import anndata as ad
+
+    adata = ad.AnnData(np.zeros((3, 2), dtype=np.float32), obs=pd.DataFrame(index=cells))
+    strict.to_adata(adata, "cons")
+    assert list(adata.obs["cons"].astype(str)) == ["A", UNASSIGNED, UNASSIGNED]
+    np.testing.assert_allclose(adata.obs["cons_agreement"], [1.0, 0.5, 0.5])
+    assert list(adata.obs["cons_b"].astype(str)) == ["A", "A", "C"]  # each member's own label, kept
+    np.testing.assert_allclose(adata.obs["cons_a_confidence"], [0.9, 0.6, 0.5])
+    assert adata.obsm["cons_probabilities"].shape == (3, 3) and adata.uns["cons"]["method"] == "consensus"
 
 
 @pytest.mark.parametrize(
@@ -66,13 +74,11 @@ def test_consensus_on_panc8_is_the_argmax_of_the_mean():
     a = load("panc8_small")
     m = (a.obs["batch"].astype(str) == "indrop").to_numpy()
     ref, q = a[~m].copy(), a[m].copy()
-    out = pybridge.consensus(
-        q, ref, methods=("scnym", "jind"), seed=0, device="cpu", verbose=False, options=FAST, copy=True
-    )
-    members = {k: out.obsm[f"{k}_probabilities"] for k in ("scnym", "jind")}
+    res = compute_consensus(q, ref, methods=("scnym", "jind"), seed=0, device="cpu", verbose=False, options=FAST)
+    out = res.to_adata(q.copy(), "consensus", copy=True)
     classes = list(out.uns["consensus"]["classes"])
-    assert classes == list(out.uns["scnym"]["classes"]) == list(out.uns["jind"]["classes"])
-    mean = (members["scnym"].astype(float) + members["jind"].astype(float)) / 2
+    assert classes == res.members["scnym"].classes == res.members["jind"].classes
+    mean = (res.members["scnym"].probabilities + res.members["jind"].probabilities) / 2  # calibrated
     expected = np.asarray(classes, dtype=object)[mean.argmax(1)]
     raw = out.obs["consensus"].astype(str).to_numpy()
     kept = raw != UNASSIGNED
@@ -80,7 +86,7 @@ def test_consensus_on_panc8_is_the_argmax_of_the_mean():
     agreement = out.obs["consensus_agreement"].to_numpy()
     assert ((agreement >= 0.5) & (agreement <= 1)).all()
     assert (agreement[~kept] < 1).all()  # only disagreeing cells are rejected
-    votes = np.stack([out.obs[f"{k}_raw" if f"{k}_raw" in out.obs else k].astype(str).to_numpy() for k in FAST])
+    votes = np.stack([out.obs[f"consensus_{k}"].astype(str).to_numpy() for k in FAST])
     np.testing.assert_allclose(agreement[kept], (votes[:, kept] == expected[kept]).mean(0))
     acc = (raw[kept] == q.obs["cell_type"].astype(str).to_numpy()[kept]).mean()
     assert acc > 0.85
