@@ -98,6 +98,7 @@ def methods(ref, query, both):
     specs = [
         ("scnym", lambda dev: new("scnym", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
         ("jind", lambda dev: new("jind", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
+        ("linear", lambda dev: new("linear", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
         ("itclust", lambda dev: new("itclust", dev).fit(ref, labels_key=LABELS, query=query), on_query, query),
         ("cicl", lambda dev: new("cicl", dev, n_clusters=k_both).fit(both), lambda m: m.predict(both), both),
         (
@@ -191,7 +192,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--methods", default=None, help="comma-separated subset of scnym,jind,itclust,cicl,nmf_transfer")
+    p.add_argument(
+        "--methods", default=None, help="comma-separated subset of scnym,jind,linear,itclust,cicl,nmf_transfer"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for the CPU runs")
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     a = p.parse_args(argv)

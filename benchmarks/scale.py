@@ -57,6 +57,7 @@ DEFAULT_TOOLS = [
     "pca_leiden",
     "pybridge_scnym",
     "pybridge_jind",
+    "pybridge_linear",
     "pybridge_itclust",
     "pybridge_cicl",
     "pybridge_nmf_transfer",

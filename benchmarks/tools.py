@@ -63,6 +63,8 @@ TOOLS = {
             quick={"n_epochs": 2, "gan_epochs": 1, "gan_min_steps": 1},
             label="pybridge JIND",
         ),
+        # the linear baseline (scikit-learn's objective; the peer "logreg" is scikit-learn itself)
+        Tool("pybridge_linear", "pybridge", "py", True, "", label="pybridge linear"),
         Tool(
             "pybridge_itclust",
             "pybridge",
@@ -114,6 +116,7 @@ PYBRIDGE_METHODS = {
     "pybridge_scnym": "scnym",
     "pybridge_scnym_top2000": "scnym",
     "pybridge_jind": "jind",
+    "pybridge_linear": "linear",
     "pybridge_itclust": "itclust",
     "pybridge_nmf_transfer": "nmf_transfer",
     "pybridge_cicl": "cicl",

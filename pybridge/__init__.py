@@ -6,9 +6,10 @@ any saved model: :func:`pybridge.load`.
 
 __version__ = "0.1.0"
 
-from . import data, rejection
+from . import data, pl, rejection
+from ._consensus import ConsensusResult, consensus
 from ._settings import settings
-from .api import cicl, itclust, jind, nmf_transfer, scnym
+from .api import cicl, itclust, jind, linear, nmf_transfer, scnym
 from .models import (
     CICL,
     JIND,
@@ -16,6 +17,8 @@ from .models import (
     ItClust,
     ItClustConfig,
     JINDConfig,
+    Linear,
+    LinearConfig,
     NMFTransfer,
     NMFTransferConfig,
     ScNym,
@@ -29,6 +32,8 @@ __all__ = [
     "CICL",
     "CICLConfig",
     "cicl",
+    "consensus",
+    "ConsensusResult",
     "ClusteringResult",
     "JIND",
     "JINDConfig",
@@ -38,8 +43,12 @@ __all__ = [
     "ScNymConfig",
     "data",
     "jind",
+    "linear",
+    "Linear",
+    "LinearConfig",
     "load",
     "nmf_transfer",
+    "pl",
     "NMFTransfer",
     "NMFTransferConfig",
     "itclust",

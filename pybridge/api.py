@@ -23,6 +23,7 @@ from .models._registry import MethodInfo, get_method, methods, register  # noqa:
 from .models.cicl import CICL
 from .models.itclust import ItClust
 from .models.jind import JIND
+from .models.linear import Linear
 from .models.nmf_transfer import NMFTransfer, run_nmf_transfer
 from .result import check_key
 
@@ -424,6 +425,69 @@ def nmf_transfer(
     return result.to_adata(adata, key_added, copy=copy)
 
 
+def compute_linear(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Train the linear annotator on ``reference`` (the genes it shares with ``query``); return the query's
+    AnnotationResult."""
+    _check_inputs(query, reference)
+    t0 = time.perf_counter()
+    model = Linear(seed=seed, device=device, verbose=verbose, **config_overrides)
+    model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer)
+    result = model.predict(query, layer=layer)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    logger.info("linear: annotated %d cells in %.1fs", query.n_obs, time.perf_counter() - t0)
+    return result
+
+
+def linear(
+    query,
+    reference,
+    *,
+    labels_key: str = "cell_type",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    key_added: str = "linear",
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    verbose: bool | None = None,
+    **config_overrides,
+):
+    """Annotate ``query`` with L2-regularised multinomial logistic regression on log-CPM trained on ``reference``.
+
+    The linear baseline (the model class behind CellTypist, scikit-learn's objective). Writes ``obs[key_added]``,
+    ``obs[key_added + '_confidence']`` (the top probability), ``obs[key_added + '_raw']`` (with rejection: the label
+    before it), ``obsm[key_added + '_probabilities']`` (classes in ``uns[key_added]['classes']``),
+    ``obsm['X_' + key_added]`` (the class logits) and ``uns[key_added]``. ``config_overrides`` are
+    :class:`pybridge.LinearConfig` options, e.g. ``C=0.1``, ``reject=True``, ``n_top_genes=2000``.
+    Returns the annotated copy when ``copy=True``, else ``None``.
+    """
+    _check_inputs(query, reference)
+    check_key(query, key_added, "linear", warn=False)  # fail before training, not after
+    result = compute_linear(
+        query,
+        reference,
+        labels_key=labels_key,
+        layer=layer,
+        reference_layer=reference_layer,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        **config_overrides,
+    )
+    return result.to_adata(query, key_added, copy=copy)
+
+
 register(MethodInfo("scnym", "annotation", "required", ScNym, compute_scnym))
 register(MethodInfo("jind", "annotation", "required", JIND, compute_jind))
 register(
@@ -439,6 +503,7 @@ register(
 )
 register(MethodInfo("cicl", "clustering", "none", CICL, compute_cicl))
 register(MethodInfo("nmf_transfer", "clustering", "optional", NMFTransfer, compute_nmf_transfer, maps_types=True))
+register(MethodInfo("linear", "annotation", "required", Linear, compute_linear))
 
 
 #: arguments of an estimator's ``fit`` that the callers (CLI, R bridge) set themselves

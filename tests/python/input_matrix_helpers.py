@@ -54,6 +54,7 @@ TINY = {
     "nmf_transfer": dict(
         n_clusters=3, gene_filter=False, thetas=(0.5,), nmf_max_iter=50, kmeans_n_init=2, nmf_refine=False
     ),
+    "linear": dict(max_iter=100),
 }
 TYPES = np.array(["A", "B", "C"])
 #: modules whose training loops report progress through ``progress()``: where each estimator class is defined

@@ -35,6 +35,7 @@ from input_matrix_helpers import (
     interrupt_training,
     is_annotation,
     needs_reference,
+    no_training,  # noqa: F401 (a fixture, used by name)
     snapshot,
     takes_reference,
     toy,
@@ -115,6 +116,7 @@ CASES = {
         lambda r, q: (q[:1].copy(), r),
         {
             "scnym": ("ok", None),
+            "linear": ("ok", None),
             "jind": ("error", "has 1 cell.*align=False, jind_plus=False"),
             "itclust": ("error", "has only 1 usable cell.*classifier instead"),
             "cicl": ("error", "at least 10 cells"),
@@ -150,6 +152,7 @@ CASES = {
         {
             "cicl": NO_REF,
             "scnym": ("ok", None),  # documented: scNym trains on the shared genes (overlap in uns), no warning
+            "linear": ("ok", None),  # as scNym
             "itclust": ("warn", "Only 60 of the 80 target HVGs"),
         },
         ("warn", "Only 60 of 80 model genes \\(75.0%\\) are present in the query"),
@@ -337,16 +340,17 @@ def test_case(case, method, monkeypatch):
         assert classes == expected, classes
         written = set(labels_written(method, query).astype(str)) - {"Unassigned"}
         assert written <= expected
-    if case == "overlap_75pct" and method == "scnym":  # trained on the 60 shared genes, and says so in uns
-        assert query.uns["scnym"]["training"]["reference_gene_overlap"]["n_shared"] == 60
-        assert query.uns["scnym"]["gene_overlap"]["n_model_genes"] == 60
+    if case == "overlap_75pct" and method in ("scnym", "linear"):  # trained on the 60 shared genes, says so in uns
+        assert query.uns[method]["training"]["reference_gene_overlap"]["n_shared"] == 60
+        assert query.uns[method]["gene_overlap"]["n_model_genes"] == 60
     if case == "cell_names_collide":
         assert list(query.obs_names) == list(ref.obs_names)  # nothing was renamed
 
 
 # ============================================================================ output keys and re-runs
 @pytest.mark.parametrize("method", METHODS)
-def test_foreign_column_under_the_key_is_refused_before_training(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_foreign_column_under_the_key_is_refused_before_training(method):
     ref, q = toy(), toy(seed=1, prefix="q")
     q.obs[method] = "user data"
     before = snapshot(q)
@@ -356,7 +360,8 @@ def test_foreign_column_under_the_key_is_refused_before_training(method, no_trai
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_an_empty_or_non_text_key_added_is_refused_before_training(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_an_empty_or_non_text_key_added_is_refused_before_training(method):
     ref, q = toy(), toy(seed=1, prefix="q")
     before = snapshot(q)
     for key in ("", "  ", 3):
@@ -366,7 +371,8 @@ def test_an_empty_or_non_text_key_added_is_refused_before_training(method, no_tr
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_something_other_than_anndata_is_refused_with_how_to_make_one(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_something_other_than_anndata_is_refused_with_how_to_make_one(method):
     """A list of references, a path, a DataFrame or a bare matrix: a TypeError (also a ValueError) with a hint,
     not an AttributeError from deep inside; the estimators refuse them the same way."""
     ref, q = toy(), toy(seed=1, prefix="q")
@@ -415,7 +421,8 @@ def test_rerun_replaces_only_own_output_and_says_so(method):
 
 # ============================================================================ environment
 @pytest.mark.parametrize("method", METHODS)
-def test_cuda_requested_without_gpu_is_a_clear_error(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_cuda_requested_without_gpu_is_a_clear_error(method):
     import torch
 
     if torch.cuda.is_available():
@@ -428,16 +435,18 @@ def test_cuda_requested_without_gpu_is_a_clear_error(method, no_training):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_unknown_option_is_a_type_error_naming_the_valid_ones(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_unknown_option_is_a_type_error_naming_the_valid_ones(method):
     ref, q = toy(), toy(seed=1, prefix="q")
     with pytest.raises(TypeError, match="Unknown .*Config option\\(s\\): n_epoch\\b.*Valid options"):
         run(method, q, ref, n_epoch=3)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_an_option_of_the_wrong_type_is_a_type_error_naming_option_and_type(method, no_training):
+@pytest.mark.usefixtures("no_training")
+def test_an_option_of_the_wrong_type_is_a_type_error_naming_option_and_type(method):
     ref, q = toy(), toy(seed=1, prefix="q")
-    epochs = {"cicl": "n_epochs", "nmf_transfer": "nmf_max_iter", "itclust": "source_epochs"}.get(method, "n_epochs")
+    epochs = {"nmf_transfer": "nmf_max_iter", "itclust": "source_epochs", "linear": "max_iter"}.get(method, "n_epochs")
     with pytest.raises(TypeError, match=f"Config option {epochs} must be an integer, not 'ten' \\(str\\)"):
         run(method, q, ref, **{epochs: "ten"})
     with pytest.raises(TypeError, match=f"Config option {epochs} must be an integer, not 2.5"):

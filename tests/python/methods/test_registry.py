@@ -25,6 +25,7 @@ EXPECTED = {  # name: (kind, reference, estimator, maps_types)
     "itclust": ("clustering", "required", pybridge.ItClust, True),
     "cicl": ("clustering", "none", pybridge.CICL, False),
     "nmf_transfer": ("clustering", "optional", pybridge.NMFTransfer, True),
+    "linear": ("annotation", "required", pybridge.Linear, False),
 }
 
 
@@ -48,7 +49,7 @@ def test_kind_reference_estimator_and_compute_of_each_method(name):
 
 
 def test_methods_by_kind():
-    assert methods("annotation") == ["jind", "scnym"]
+    assert methods("annotation") == ["jind", "linear", "scnym"]
     assert methods("clustering") == ["cicl", "itclust", "nmf_transfer"]
     assert methods("no such kind") == []
 
@@ -72,7 +73,9 @@ def test_a_method_without_reference_refuses_one():
 
 
 def test_unknown_method_is_a_value_error_listing_the_available_ones():
-    with pytest.raises(ValueError, match="Unknown method 'scnim'; available: cicl, itclust, jind, nmf_transfer, scnym"):
+    with pytest.raises(
+        ValueError, match="Unknown method 'scnim'; available: cicl, itclust, jind, linear, nmf_transfer, scnym"
+    ):
         get_method("scnim")
     with pytest.raises(ValueError, match="is not a registered estimator"):
         method_of_estimator(dict)
@@ -97,7 +100,7 @@ def test_register_refuses_a_second_method_under_a_taken_name(monkeypatch):
     assert _registry.REGISTRY["scnym"] is info
     new = dataclasses.replace(info, name="scnym2")
     _registry.register(new)
-    assert _registry.methods("annotation") == ["jind", "scnym", "scnym2"]
+    assert _registry.methods("annotation") == ["jind", "linear", "scnym", "scnym2"]
     assert "scnym2" not in REGISTRY
 
 
