@@ -131,8 +131,8 @@ def write_md(dev: pd.DataFrame | None, val: pd.DataFrame | None, path: Path) -> 
         if df is None or df.empty:
             continue
         lines += [f"## {title} (mean over {df['task'].nunique()} tasks)", "", md_table(summary(df), cols, names), ""]
-        per = df.pivot_table(index="task", columns="tool", values="acc", sort=False)
-        lines += ["Accuracy per task:", "", per.round(3).to_markdown(), ""]
+        per = df.pivot_table(index="task", columns="tool", values="acc", sort=False).reset_index()
+        lines += ["Accuracy per task:", "", md_table(per, list(per.columns)), ""]
     for title, df in (("Zheng (B cells unseen): rejection", dev), ("Zheng test -> train: rejection", val)):
         if df is None or "rej_unseen" not in df:
             continue
@@ -151,15 +151,21 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/bench_calibration"))
     p.add_argument("--md", type=Path, default=HERE / "CALIBRATION.md")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: the task set)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--from-csv", action="store_true", help="only rewrite the page from the CSVs in --out")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     frames = {}
+    if a.from_csv:
+        frames = {
+            ts: pd.read_csv(a.out / f"{ts}.csv") for ts in ("dev", "validation") if (a.out / f"{ts}.csv").exists()
+        }
     for ts, tasks in (("dev", ANNOTATION_TASKS), ("validation", VALIDATION_TASKS)):
-        if a.task_set not in (ts, "both"):
+        if a.task_set not in (ts, "both") or a.from_csv:
             continue
         if a.tasks:
             tasks = [t for t in a.tasks.split(",") if t in tasks]
