@@ -24,9 +24,10 @@
 #' }
 #' @export
 RunCICL.Seurat <- function(object, n.clusters = NULL, assay = NULL, name = "cicl", seed = 0, device = "auto",
-                           verbose = TRUE, ...) {
+                           verbose = TRUE, layer = NULL, ...) {
   .run_clustering(object, method = "cicl", fn = "RunCICL", n.clusters = n.clusters, assay = assay, name = name,
-                  seed = seed, device = device, verbose = verbose, options = list(...), call = sys.call(),
+                  seed = seed, device = device, verbose = verbose, layer = layer, options = list(...),
+                  call = sys.call(),
                   send_labels = FALSE, reserved = c("n.clusters", "assay", "name", "seed", "device", "verbose"))
 }
 

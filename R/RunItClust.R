@@ -29,10 +29,11 @@
 #' }
 #' @export
 RunItClust.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "itclust", seed = 0,
-                              device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
+                              device = "auto", verbose = TRUE, reference.assay = NULL, layer = NULL,
+                              reference.layer = NULL, ...) {
   .run_annotation(object, reference, method = "itclust", fn = "RunItClust", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call(),
+                  layer = layer, reference.layer = reference.layer, options = list(...), call = sys.call(),
                   reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 

@@ -32,10 +32,11 @@
 #' }
 #' @export
 RunJIND.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "jind", seed = 0,
-                           device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
+                           device = "auto", verbose = TRUE, reference.assay = NULL, layer = NULL,
+                           reference.layer = NULL, ...) {
   .run_annotation(object, reference, method = "jind", fn = "RunJIND", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call(),
+                  layer = layer, reference.layer = reference.layer, options = list(...), call = sys.call(),
                   reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 
@@ -76,8 +77,9 @@ RunJIND.SingleCellExperiment <- RunJIND.Seurat
 #' }
 #' @export
 TrainJIND <- function(reference, labels = "cell_type", path = NULL, query = NULL, assay = NULL, query.assay = NULL,
-                      seed = 0, device = "auto", verbose = TRUE, ...) {
+                      seed = 0, device = "auto", verbose = TRUE, layer = NULL, query.layer = NULL, ...) {
   .run_training(reference, method = "jind", fn = "TrainJIND", labels = labels, path = path, query = query,
                 assay = assay, query.assay = query.assay, seed = seed, device = device, verbose = verbose,
-                options = list(...), reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
+                layer = layer, query.layer = query.layer, options = list(...),
+                reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
 }

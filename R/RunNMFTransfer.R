@@ -34,10 +34,11 @@
 #' @export
 RunNMFTransfer.Seurat <- function(object, reference = NULL, labels = "cell_type", n.clusters = NULL, assay = NULL,
                                   name = "nmf_transfer", seed = 0, device = "auto", verbose = TRUE,
-                                  reference.assay = NULL, ...) {
+                                  reference.assay = NULL, layer = NULL, reference.layer = NULL, ...) {
   .run_clustering(object, method = "nmf_transfer", fn = "RunNMFTransfer", reference = reference,
                   n.clusters = n.clusters, labels = labels, assay = assay, reference.assay = reference.assay,
-                  name = name, seed = seed, device = device, verbose = verbose, options = list(...),
+                  name = name, seed = seed, device = device, verbose = verbose, layer = layer,
+                  reference.layer = reference.layer, options = list(...),
                   call = sys.call(), reserved = c("labels", "n.clusters", "assay", "name", "seed", "device", "verbose",
                                                   "reference.assay"))
 }

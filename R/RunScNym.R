@@ -52,6 +52,18 @@
 #' @param assay The query's assay with raw counts (Seurat: an assay name,
 #'   default the default assay; SCE: an assay name, default `"counts"`).
 #' @param reference.assay The same for the reference object.
+#' @param layer Seurat only: the layer(s) of `assay` with the raw counts.
+#'   `NULL` (the default) reads the `counts` layer or, when the counts are
+#'   split into layers (`counts.1`, `counts.2`, ... after `split()` or
+#'   `merge()` on Seurat 5), all of them, put together in the object's cell
+#'   order (genes a layer lacks are zeros; the object is not changed, no
+#'   `JoinLayers()` needed). A name reads that layer, or the layers split from
+#'   it (`<name>.*`); several names read those layers together. Without
+#'   `assay` and `layer`, a default assay that holds no raw counts (normalised
+#'   data only, or an `SCTAssay`'s corrected counts) is passed over for the
+#'   RNA assay's counts, with a message; pybridge never trains on corrected or
+#'   log-normalised values.
+#' @param reference.layer The same for a Seurat reference.
 #' @param name Name of the outputs (see Output).
 #' @param seed Random seed for every stochastic step.
 #' @param device `"auto"` (CUDA when available), `"cpu"` or `"cuda"`.
@@ -98,10 +110,11 @@
 #' }
 #' @export
 RunScNym.Seurat <- function(object, reference, labels = "cell_type", assay = NULL, name = "scnym", seed = 0,
-                            device = "auto", verbose = TRUE, reference.assay = NULL, ...) {
+                            device = "auto", verbose = TRUE, reference.assay = NULL, layer = NULL,
+                            reference.layer = NULL, ...) {
   .run_annotation(object, reference, method = "scnym", fn = "RunScNym", labels = labels, assay = assay,
                   reference.assay = reference.assay, name = name, seed = seed, device = device, verbose = verbose,
-                  options = list(...), call = sys.call(),
+                  layer = layer, reference.layer = reference.layer, options = list(...), call = sys.call(),
                   reserved = c("labels", "assay", "name", "seed", "device", "verbose", "reference.assay"))
 }
 
@@ -125,6 +138,8 @@ RunScNym.SingleCellExperiment <- RunScNym.Seurat
 #'   temporary directory).
 #' @param query Optional unlabelled query (Seurat or SCE) used during training.
 #' @param assay,query.assay Assays with raw counts of the reference and the query.
+#' @param layer,query.layer Seurat layer(s) with the raw counts of the
+#'   reference and the query (see `layer` in [RunScNym()]).
 #' @inheritParams RunScNym
 #' @return A `pybridge_model` (its `path`, `method`, `classes`, `n_genes` and
 #'   training `params`).
@@ -142,8 +157,9 @@ RunScNym.SingleCellExperiment <- RunScNym.Seurat
 #' }
 #' @export
 TrainScNym <- function(reference, labels = "cell_type", path = NULL, query = NULL, assay = NULL, query.assay = NULL,
-                       seed = 0, device = "auto", verbose = TRUE, ...) {
+                       seed = 0, device = "auto", verbose = TRUE, layer = NULL, query.layer = NULL, ...) {
   .run_training(reference, method = "scnym", fn = "TrainScNym", labels = labels, path = path, query = query,
                 assay = assay, query.assay = query.assay, seed = seed, device = device, verbose = verbose,
-                options = list(...), reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
+                layer = layer, query.layer = query.layer, options = list(...),
+                reserved = c("labels", "assay", "query.assay", "seed", "device", "verbose"))
 }

@@ -19,6 +19,14 @@ RunJIND <- function(object, ...) UseMethod("RunJIND")
 #' @export
 RunJIND.default <- function(object, ...) .no_method("RunJIND", object)
 
+#' @rdname RunLinear
+#' @export
+RunLinear <- function(object, ...) UseMethod("RunLinear")
+
+#' @rdname RunLinear
+#' @export
+RunLinear.default <- function(object, ...) .no_method("RunLinear", object)
+
 #' @rdname RunItClust
 #' @export
 RunItClust <- function(object, ...) UseMethod("RunItClust")
@@ -43,9 +51,21 @@ RunNMFTransfer <- function(object, ...) UseMethod("RunNMFTransfer")
 #' @export
 RunNMFTransfer.default <- function(object, ...) .no_method("RunNMFTransfer", object)
 
+#' @rdname RunConsensus
+#' @export
+RunConsensus <- function(object, ...) UseMethod("RunConsensus")
+
+#' @rdname RunConsensus
+#' @export
+RunConsensus.default <- function(object, ...) {
+  # (no registered method, so not in .python_names: the Python function is pybridge.consensus())
+  .abort("RunConsensus() works on a Seurat object or a SingleCellExperiment, not on ", .class_text(object), ". ",
+         "For an AnnData object use the Python package (pybridge.consensus()).", class = "pybridge_input_error")
+}
+
 # R entry point -> Python method name (the registry key).
-.python_names <- list(RunScNym = "scnym", RunJIND = "jind", RunItClust = "itclust", RunCICL = "cicl",
-                      RunNMFTransfer = "nmf_transfer")
+.python_names <- list(RunScNym = "scnym", RunJIND = "jind", RunLinear = "linear", RunItClust = "itclust",
+                      RunCICL = "cicl", RunNMFTransfer = "nmf_transfer")
 
 .no_method <- function(fn, object) {
   .abort(fn, "() works on a Seurat object or a SingleCellExperiment, not on ", .class_text(object), ". ",

@@ -1,7 +1,8 @@
 #' pybridge: reference-based cell annotation for Seurat and SingleCellExperiment
 #'
 #' `RunScNym()` annotates a Seurat object or a SingleCellExperiment from a
-#' labelled reference; `TrainScNym()` and `TrainJIND()` train once for many queries. The methods
+#' labelled reference (`RunLinear()`: the linear baseline); `TrainScNym()`, `TrainJIND()` and `TrainLinear()`
+#' train once for many queries. The methods
 #' run in the Python package pybridge: see [install_pybridge()] and
 #' [use_pybridge()] for the Python environment.
 #'

@@ -13,8 +13,8 @@
 # The R side of the Python package's interface. Python (pybridge/r/) calls these
 # R functions and options by name: renaming one, or changing its arguments, breaks
 # the Python side.
-#   .for_anndata2ri(object, assay, what)       convert.R  pybridge.r.read_rds(): an .rds object as a
-#                                                         SingleCellExperiment for anndata2ri
+#   .for_anndata2ri(object, assay, what,       convert.R  pybridge.r.read_rds(): an .rds object as a
+#                   layer = NULL)                         SingleCellExperiment for anndata2ri
 #   .store_from_python(object, res, name, fn)  store.R    pybridge.r.write_result_rds(): store a result
 #                                                         Python computed into the object
 #   options(pybridge.rpy2_callback = )         here       set by pybridge.r.register(); .call_python()

@@ -1,6 +1,6 @@
 # The workers behind every Run* and Train* function, and the checks and option
 # handling they share:
-#   .run_annotation()  reference-based methods (RunScNym, RunJIND, RunItClust)
+#   .run_annotation()  reference-based methods (RunScNym, RunJIND, RunItClust, RunConsensus)
 #   .run_clustering()  clustering methods with an optional reference (RunCICL, RunNMFTransfer)
 #   .run_training()    Train* functions: fit on a reference, save the model
 # A new method's R entry point is a thin wrapper around one of them that names
@@ -43,9 +43,17 @@
 
 # ---------------------------------------------------------------- options
 # Python keyword arguments that the R functions fill from their own arguments (Python name = R name).
-.option_args <- c(labels_key = "labels", n_clusters = "n.clusters", key_added = "name", layer = "assay",
-                  reference_layer = "reference.assay", query_layer = "query.assay", seed = "seed",
+# (Python's `layer` names an AnnData layer; R sends the counts that its `assay` and `layer` arguments choose.)
+.option_args <- c(labels_key = "labels", n_clusters = "n.clusters", key_added = "name", layer = "layer",
+                  reference_layer = "reference.layer", query_layer = "query.layer", seed = "seed",
                   device = "device", verbose = "verbose")
+
+# The layer arguments of a Run*/Train* function without formals for them (they are then in `...`; the
+# workers read them for every method): list(value, options without it). `name`: the R name.
+.pop_option <- function(options, name, value = NULL) {
+  if (!is.null(value) || !name %in% names(options)) return(list(value = value, options = options))
+  list(value = options[[name]], options = options[names(options) != name])
+}
 
 # Options passed through `...`: R names use "." where Python uses "_". `reserved` names the R arguments
 # of the calling Run*/Train* function (`fn`): an option that one of them sets is refused with a pointer
@@ -73,33 +81,46 @@
   dots
 }
 
-# Metadata columns named by *_key options (e.g. domain_key = "batch") travel with the data.
+# Metadata columns named by *_key options (e.g. domain_key = "batch") travel with the data; also those
+# in option lists within the options (RunConsensus's per-member options).
 .key_columns <- function(options) {
   keys <- options[grepl("_key$", names(options))]
-  unlist(Filter(function(v) is.character(v) && length(v) == 1L, keys), use.names = FALSE)
+  nested <- unlist(lapply(Filter(is.list, options), .key_columns), use.names = FALSE)
+  unique(c(unlist(Filter(function(v) is.character(v) && length(v) == 1L, keys), use.names = FALSE), nested))
 }
 
 # ---------------------------------------------------------------- workers
-# The worker behind every reference-based Run* function.
+# The worker behind every reference-based Run* function. `info`: the method's record (kind,
+# extra_fields ...; see .method_info()) where the registry has none (RunConsensus), with
+# `saved_model = FALSE` for a method that cannot use a saved model; `sent`: options already checked by
+# the caller, sent as they are (they may hold lists, which `options` may not).
 .run_annotation <- function(object, reference, method, fn, labels = "cell_type", assay = NULL,
                             reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
-                            options = list(), reserved = character(), call = NULL) {
+                            options = list(), reserved = character(), call = NULL, layer = NULL,
+                            reference.layer = NULL, info = NULL, sent = list()) {
   t0 <- .now()
   seed <- .whole_number(seed, "seed")
   .check_common(device, verbose)
   .check_labels_arg(labels)
-  options <- .options(options, fn, reserved)
+  got <- .pop_option(options, "layer", layer)
+  layer <- got$value
+  got <- .pop_option(got$options, "reference.layer", reference.layer)
+  reference.layer <- got$value
+  options <- c(.options(got$options, fn, c(reserved, "layer", "reference.layer")), sent)
   keys <- .key_columns(options)
   .check_name(object, name)
-  query <- .extract(object, assay = assay, columns = keys, what = "query")
-  ref <- .resolve_reference(reference, labels, keys, reference.assay)
+  query <- .extract(object, assay = assay, columns = keys, what = "query", layer = layer, verbose = verbose)
+  ref <- .resolve_reference(reference, labels, keys, reference.assay, layer = reference.layer, verbose = verbose)
+  if (identical(ref$kind, "model") && isFALSE(info$saved_model)) {
+    .abort(fn, "() trains on a labelled reference; it cannot use a saved model.", class = "pybridge_input_error")
+  }
   if (identical(ref$kind, "model") && !is.null(ref$method) && !identical(ref$method, method)) {
     .abort("The reference is a saved '", ref$method, "' model; ", fn, "() needs a '", method, "' model.",
            class = "pybridge_input_error")
   }
   .check_shared_genes(query, ref)
   # the names this method writes, from its registry record; a clash fails here, before training
-  info <- .method_info(method)
+  info <- info %||% .method_info(method)
   .check_target(object, name, method, .targets(name, info), verbose = verbose)  # says when it replaces results
   .inform(verbose, fn, ": annotating ", length(query$cells), " cells (", length(query$genes), " genes, assay '",
           query$assay, "') with ",
@@ -115,6 +136,8 @@
     reference = .describe_reference(ref), options = options,
     r_bridge = c(out$bridge, list(extract_s = t_extract))
   ))
+  params$layer <- query$layers  # the Seurat layers read (NULL, i.e. left out, for other objects)
+  params$reference.layer <- ref$layers
   object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
                           cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose,
                           info = info)
@@ -123,14 +146,15 @@
             paste(names(.result_columns(res, name)), collapse = ", "), ".", type = "done")
   } else if (isTRUE(verbose)) {
     n_un <- sum(res$labels == "Unassigned")
+    emb <- !is.null(res$embedding)
     where <- if (.is_seurat(object)) {
-      paste0(", reduction '", name, "', assay 'prediction.score.", name, "'")
+      c(if (emb) paste0("reduction '", name, "'"), paste0("assay 'prediction.score.", name, "'"))
     } else {
-      paste0(", reducedDim '", toupper(name), "', metadata()$pybridge$", name)
+      c(if (emb) paste0("reducedDim '", toupper(name), "'"), paste0("metadata()$pybridge$", name))
     }
     .inform(TRUE, fn, ": done in ", .fmt_s(.now() - t0), " (", length(res$classes), " classes, mean score ",
-            sprintf("%.2f", mean(res$score)), if (n_un) paste0(", ", n_un, " Unassigned"), "). Added predicted.",
-            name, ", predicted.", name, ".score", where, ".", type = "done")
+            sprintf("%.2f", mean(res$score)), if (n_un) paste0(", ", n_un, " Unassigned"), "). Added ",
+            paste(c(names(.result_columns(res, name)), where), collapse = ", "), ".", type = "done")
   }
   object
 }
@@ -138,19 +162,25 @@
 # The worker behind clustering Run* functions (reference optional).
 .run_clustering <- function(object, method, fn, reference = NULL, n.clusters = NULL, labels = NULL, assay = NULL,
                             reference.assay = NULL, name = method, seed = 0, device = "auto", verbose = TRUE,
-                            options = list(), reserved = character(), call = NULL, send_labels = TRUE) {
+                            options = list(), reserved = character(), call = NULL, send_labels = TRUE,
+                            layer = NULL, reference.layer = NULL) {
   t0 <- .now()
   seed <- .whole_number(seed, "seed")
   .check_common(device, verbose)
   if (!is.null(labels)) .check_labels_arg(labels)
   n_clusters <- .whole_number(n.clusters, "n.clusters", min = 1, null_ok = TRUE)
-  options <- .options(options, fn, reserved)
+  got <- .pop_option(options, "layer", layer)
+  layer <- got$value
+  got <- .pop_option(got$options, "reference.layer", reference.layer)
+  reference.layer <- got$value
+  options <- .options(got$options, fn, c(reserved, "layer", "reference.layer"))
   keys <- .key_columns(options)
   .check_name(object, name)
-  query <- .extract(object, assay = assay, columns = keys, what = "object")
+  query <- .extract(object, assay = assay, columns = keys, what = "object", layer = layer, verbose = verbose)
   ref <- NULL
   if (!is.null(reference)) {
-    ref <- .resolve_reference(reference, if (is.null(labels)) character() else labels, keys, reference.assay)
+    ref <- .resolve_reference(reference, if (is.null(labels)) character() else labels, keys, reference.assay,
+                              layer = reference.layer, verbose = verbose)
     if (identical(ref$kind, "model")) {
       .abort(fn, "() does not take a saved model as reference.", class = "pybridge_input_error")
     }
@@ -176,6 +206,8 @@
     options = options, cluster_map = res$cluster_map,
     r_bridge = c(out$bridge, list(extract_s = t_extract))
   ))
+  params$layer <- query$layers
+  params$reference.layer <- ref$layers
   object <- .store_result(object, res, name = name, method = method, fn = fn, assay = query$assay,
                           cells = query$cells, params = params, call_string = .call_text(call, fn), verbose = verbose,
                           info = info)
@@ -187,20 +219,27 @@
 # The worker behind Train* functions: fit on a reference, save to `path`.
 .run_training <- function(reference, method, fn, labels = "cell_type", path = NULL, query = NULL, assay = NULL,
                           query.assay = NULL, seed = 0, device = "auto", verbose = TRUE, options = list(),
-                          reserved = character()) {
+                          reserved = character(), layer = NULL, query.layer = NULL) {
   t0 <- .now()
   seed <- .whole_number(seed, "seed")
   .check_common(device, verbose)
   .check_labels_arg(labels)
-  options <- .options(options, fn, reserved)
+  got <- .pop_option(options, "layer", layer)
+  layer <- got$value
+  got <- .pop_option(got$options, "query.layer", query.layer)
+  query.layer <- got$value
+  options <- .options(got$options, fn, c(reserved, "layer", "query.layer"))
   keys <- .key_columns(options)
-  ref <- .resolve_reference(reference, labels, keys, assay)
+  # here the reference is the main object: its arguments are `assay` and `layer`
+  ref <- .resolve_reference(reference, labels, keys, assay, layer = layer, verbose = verbose,
+                            args = c(assay = "assay", layer = "layer"))
   if (identical(ref$kind, "model")) {
     .abort(fn, "() needs a labelled reference, not a saved model.", class = "pybridge_input_error")
   }
   q <- NULL
   if (!is.null(query)) {
-    q <- .extract(query, assay = query.assay, columns = keys, what = "query")
+    q <- .extract(query, assay = query.assay, columns = keys, what = "query", layer = query.layer, verbose = verbose,
+                  args = c(assay = "query.assay", layer = "query.layer"))
     .check_shared_genes(q, ref)
   }
   if (is.null(path)) {

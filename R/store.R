@@ -5,6 +5,9 @@
 #   annotation  meta.data/colData  predicted.<name>          factor, classes verbatim (+ "Unassigned")
 #                                  predicted.<name>.score    numeric in [0, 1] (top probability)
 #                                  predicted.<name>.raw      factor, label before rejection (when rejecting)
+#                                  predicted.<name>.<field>  any extra per-cell field ("_" -> "."; RunConsensus:
+#                                                            agreement, <member>, <member>.score): numeric, or
+#                                                            a factor over the classes for labels
 #   clustering  meta.data/colData  <name>.clusters           factor
 #                                  <name>.clusters.score     numeric in [0, 1]
 #                                  predicted.<name>          factor, mapped cell type (where the method maps)
@@ -49,6 +52,7 @@
     res$raw_labels <- as.character(vec(out$raw_labels))
     res$classes <- as.character(vec(out$classes))
     res$rejection <- isTRUE(as.logical(vec(out$rejection)))
+    res$extra <- lapply(out$extra, function(x) as.vector(x))
   } else if (identical(res$kind, "clustering")) {
     res$clusters <- as.character(vec(out$clusters))
     res$cluster_levels <- as.character(vec(out$cluster_levels))
@@ -60,7 +64,7 @@
   }
   n <- length(res$cells)
   if (length(res$score) != n || (!is.null(res$probabilities) && nrow(res$probabilities) != n) ||
-      (!is.null(res$embedding) && nrow(res$embedding) != n)) {
+      (!is.null(res$embedding) && nrow(res$embedding) != n) || any(lengths(res$extra) != n)) {
     .abort("internal: the result's parts do not have one row per cell.")
   }
   res
@@ -69,11 +73,13 @@
 # ---------------------------------------------------------------- names
 # The names a method writes under `name`, from a registry record (see .method_info()) or
 # from a result (.result_spec()): `kind`, `maps_types` (a clustering method that also
-# writes a mapped cell type) and `extra_fields` (further per-cell fields of a clustering
-# result, named by .extra_column()).
+# writes a mapped cell type) and `extra_fields` (further per-cell fields of the result,
+# named by .extra_column()).
 .targets <- function(name, info) {
   if (identical(info$kind, "annotation")) {
-    columns <- paste0("predicted.", name, c("", ".score", ".raw"))
+    columns <- c(paste0("predicted.", name, c("", ".score", ".raw")),
+                 vapply(as.character(unlist(info$extra_fields)), .extra_column, "", name = name,
+                        kind = "annotation", USE.NAMES = FALSE))
     assay <- paste0("prediction.score.", name)
   } else if (identical(info$kind, "clustering")) {
     columns <- c(paste0(name, ".clusters", c("", ".score")),
@@ -104,6 +110,17 @@
   }
   rec <- S4Vectors::metadata(object)$pybridge[[name]]
   if (is.null(rec)) NULL else rec$method
+}
+
+# The metadata columns that the results under `name` recorded writing (e.g. the member columns
+# of an earlier RunConsensus() with other methods), so that replacing them leaves none behind.
+.previous_columns <- function(object, name) {
+  if (.is_seurat(object)) {
+    cols <- lapply(.seurat_commands_for(object, name),
+                   function(cmd) methods::slot(object[[cmd]], "params")$pybridge_columns)
+    return(as.character(unlist(cols)))
+  }
+  as.character(S4Vectors::metadata(object)$pybridge[[name]]$columns)
 }
 
 .seurat_commands_for <- function(object, name) {
@@ -184,7 +201,8 @@
   if (isTRUE(replace)) {
     # without a record, everything a result of this kind can write
     before <- info %||% list(kind = res$kind, maps_types = TRUE, extra_fields = names(res$extra))
-    object <- .drop_columns(object, unique(c(.targets(name, before)$columns, writes$columns)))
+    object <- .drop_columns(object, unique(c(.targets(name, before)$columns, writes$columns,
+                                             .previous_columns(object, name))))
   }
   if (.is_seurat(object)) {
     .store_seurat(object, res, cols, name, method, fn, assay, params, call_string)
@@ -201,6 +219,11 @@
     cols[[paste0("predicted.", name)]] <- factor(res$labels, levels = levels)
     cols[[paste0("predicted.", name, ".score")]] <- res$score
     if (res$rejection) cols[[paste0("predicted.", name, ".raw")]] <- factor(res$raw_labels, levels = res$classes)
+    for (field in names(res$extra)) {
+      v <- res$extra[[field]]
+      if (is.character(v)) v <- factor(v, levels = unique(c(res$classes, setdiff(v, res$classes))))
+      cols[[.extra_column(name, field, kind = "annotation")]] <- v
+    }
   } else {
     cols <- list()
     cols[[paste0(name, ".clusters")]] <- factor(res$clusters, levels = res$cluster_levels)
@@ -214,8 +237,10 @@
 }
 
 # Extra per-cell outputs of a clustering method: the mapped type before flagging
-# is predicted.<name>.raw (as for classifiers), anything else <name>.<field>.
-.extra_column <- function(name, field) {
+# is predicted.<name>.raw (as for classifiers), anything else <name>.<field>; of an
+# annotation (RunConsensus's agreement and members): predicted.<name>.<field>.
+.extra_column <- function(name, field, kind = "clustering") {
+  if (identical(kind, "annotation")) return(paste0("predicted.", name, ".", gsub("_", ".", field, fixed = TRUE)))
   if (field == "raw_cell_types") return(paste0("predicted.", name, ".raw"))
   paste0(name, ".", gsub("_", ".", field, fixed = TRUE))
 }
@@ -249,16 +274,34 @@
     a <- .seurat_fun("CreateAssayObject")(data = scores)
     a <- .seurat_fun("Key<-")(a, value = .embedding_key(t$assay))
     a <- .seurat_fun("AddMetaData")(a, metadata = data.frame(class = classes, row.names = features))
-    object[[t$assay]] <- a
+    object <- .add_score_assay(object, t$assay, a)
   }
   for (old in .seurat_commands_for(object, name)) object[[old]] <- NULL
   cmd_name <- .command_name(fn, name)
   params$pybridge_name <- name
   params$pybridge_method <- method
+  params$pybridge_columns <- names(cols)
   cmd <- methods::new(methods::getClass("SeuratCommand", where = asNamespace("SeuratObject")),
                       name = cmd_name, time.stamp = Sys.time(), assay.used = assay,
                       call.string = call_string, params = params)
   object[[cmd_name]] <- cmd
+  object
+}
+
+# Add the per-class scores as an assay of normalised values only (as Seurat's TransferData() does, a v3/v4
+# Assay). SeuratObject >= 5 then looks for a 'counts' layer to compute nCount/nFeature and warns that it is
+# missing ("Layer counts isn't present in the assay ...", "No layers found matching search pattern ..."):
+# about pybridge's own assay, not the user's data, so those two warnings (only) are muffled here.
+.add_score_assay <- function(object, name, assay) {
+  withCallingHandlers(
+    object[[name]] <- assay,
+    warning = function(w) {
+      if (grepl("^Layer counts isn't present in the assay|^No layers found matching search pattern",
+                conditionMessage(w))) {
+        invokeRestart("muffleWarning")
+      }
+    }
+  )
   object
 }
 
@@ -276,6 +319,7 @@
   md$pybridge[[name]] <- list(
     method = method,
     kind = res$kind,
+    columns = names(cols),
     `function` = fn,
     classes = if (res$kind == "annotation") res$classes else NULL,
     cluster_map = if (res$kind == "clustering") res$cluster_map else NULL,

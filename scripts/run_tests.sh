@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh) and run every test: the linters (ruff, lintr), testthat (the R package), the
 # vignettes (rendered with every chunk run), and pytest (Python, CLI, the Python
-# tutorial, and the R entry points driven through rpy2), on Debian bookworm and
-# then again in the trixie lane (scripts/lane.sh; PYBRIDGE_SKIP_LANE=1 skips it).
+# tutorial, and the R entry points driven through rpy2) on Debian bookworm;
+# PYBRIDGE_LANE_TESTS=1 also runs them in the trixie lane (scripts/run_lane_tests.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,16 +21,9 @@ bash scripts/build_vignettes.sh out/vignettes || status=1
 echo "== tests: Python (pytest)"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
 
-# The same suites on today's stack: a Debian trixie chroot with R 4.5, Seurat 5, reticulate 1.41, Python 3.13
-# and numpy 2 (scripts/lane.sh builds it on first use, cached outside the clone).
-if [ "${PYBRIDGE_SKIP_LANE:-}" != "1" ]; then
-  echo "== lane: building or updating the trixie lane"
-  bash scripts/lane.sh --info || status=1
-  echo "== lane: tests: R (testthat)"
-  bash scripts/lane.sh -- Rscript -e 'res <- testthat::test_dir("tests/testthat", package = "pybridge", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)' || status=1
-  echo "== lane: tests: vignettes (rendered to out/vignettes-lane)"
-  bash scripts/lane.sh -- bash scripts/build_vignettes.sh out/vignettes-lane || status=1
-  echo "== lane: tests: Python (pytest)"
-  bash scripts/lane.sh -- python -m pytest -q -p no:cacheprovider "$@" || status=1
+# The same suites on today's stack (Debian trixie: R 4.5, Seurat 5, reticulate 1.41, Python 3.13, numpy 2):
+# bash scripts/run_lane_tests.sh, or PYBRIDGE_LANE_TESTS=1 here.
+if [ "${PYBRIDGE_LANE_TESTS:-}" = "1" ]; then
+  bash scripts/run_lane_tests.sh "$@" || status=1
 fi
 exit $status

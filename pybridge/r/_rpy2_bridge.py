@@ -205,15 +205,39 @@ def run_from_r_handoff(request: dict) -> dict:
     R leaves the SingleCellExperiment objects in the environment registered as
     ``options(pybridge.handoff=)`` and sends their names (``{"kind": "handoff",
     "name": ...}``); rpy2, attached to the running R, converts them here.
-    """
-    import rpy2.robjects as ro
 
+    Nothing of this shows in the user's R session: rpy2's notice that it attaches
+    to an R it did not start (a Python warning and a log line, the first time),
+    and the R warnings of the conversion itself (anndata2ri's ``importr()`` lists
+    the installed packages and warns about every empty library folder, e.g.
+    Debian's ``/usr/local/lib/R/site-library``; R would print them when the
+    ``Run*`` call returns, out of reach of its handlers) are about the bridge,
+    not the data. R warnings are off (``options(warn = -1)``) only while the
+    objects are converted; the model runs with the user's setting.
+    """
+    import logging
+
+    rpy2_logger = logging.getLogger("rpy2.rinterface_lib.embedded")
+    level = rpy2_logger.level
+    rpy2_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="R was initialized outside of rpy2")
+            import rpy2.robjects as ro
+    finally:
+        rpy2_logger.setLevel(level)
+
+    r_options = ro.r("options")
     env = ro.r("getOption")(R_HANDOFF_OPTION)
     req = dict(request)
-    for key in ("query", "reference"):
-        p = req.get(key)
-        if isinstance(p, dict) and p.get("kind") == "handoff":
-            req[key] = sce_to_anndata(env[str(p["name"])])
+    old = r_options(warn=-1)
+    try:
+        for key in ("query", "reference"):
+            p = req.get(key)
+            if isinstance(p, dict) and p.get("kind") == "handoff":
+                req[key] = sce_to_anndata(env[str(p["name"])])
+    finally:
+        r_options(old)
     return run_from_r(req)
 
 

@@ -15,9 +15,19 @@ skip_if_no_objects <- function() {
 }
 
 EPOCHS <- 15L
+# SeuratObject >= 5 (Seurat 5: layers, LayerData()); Debian bookworm has 4.1.3, the trixie lane 5.0.x
+seurat_v5 <- have_objects && utils::packageVersion("SeuratObject") >= "5.0.0"
+# A layer (SeuratObject 5) or slot (4) of an assay (default: the default assay), without the `slot =` that
+# SeuratObject 5 deprecates (in SeuratObject 4 the second argument of GetAssayData(<Assay>) is `slot`)
+layer_of <- function(seu, layer = "counts", assay = NULL) {
+  if (is.null(assay)) assay <- SeuratObject::DefaultAssay(seu)
+  if (seurat_v5) return(SeuratObject::LayerData(seu, assay = assay, layer = layer))
+  SeuratObject::GetAssayData(seu[[assay]], layer)
+}
+counts_of <- function(seu) layer_of(seu, "counts")
 as_sce <- function(seu) {
   SingleCellExperiment::SingleCellExperiment(
-    assays = list(counts = SeuratObject::GetAssayData(seu, slot = "counts")),
+    assays = list(counts = counts_of(seu)),
     colData = S4Vectors::DataFrame(seu[[]], check.names = FALSE)
   )
 }
@@ -46,11 +56,11 @@ skip_if_no_python <- function() {
 # The method registry in the format of Python's answer to run_from_r(list(task = "methods")),
 # for checks that need no Python (test-other-methods.R compares it with the real one).
 fake_methods <- list(
-  name = c("cicl", "itclust", "jind", "nmf_transfer", "scnym"),
-  kind = c("clustering", "clustering", "annotation", "clustering", "annotation"),
-  reference = c("none", "required", "required", "optional", "required"),
-  maps_types = c(FALSE, TRUE, FALSE, TRUE, FALSE),
-  extra_fields = c("", "cell_score,raw_cell_types", "", "", "")
+  name = c("cicl", "itclust", "jind", "linear", "nmf_transfer", "scnym"),
+  kind = c("clustering", "clustering", "annotation", "annotation", "clustering", "annotation"),
+  reference = c("none", "required", "required", "required", "optional", "required"),
+  maps_types = c(FALSE, TRUE, FALSE, FALSE, TRUE, FALSE),
+  extra_fields = c("", "cell_score,raw_cell_types", "", "", "", "")
 )
 # Until the calling test ends: `fake_methods` is the registry, and any call into Python
 # fails with "test: Python was called" (so a check that must come first is seen to).

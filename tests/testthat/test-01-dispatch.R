@@ -31,7 +31,7 @@ test_that("every Run* generic reaches a method for both classes", {
 })
 
 test_that("other objects get a clear error from the default method", {
-  m <- GetAssayData(seu_query, slot = "counts")
+  m <- counts_of(seu_query)
   expect_error(RunScNym(m, seu_ref),
                "works on a Seurat object or a SingleCellExperiment, not on an object of class 'dgCMatrix'",
                class = "pybridge_input_error")

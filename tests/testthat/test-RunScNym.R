@@ -13,7 +13,7 @@ test_that("Seurat: labels, scores, embedding, probabilities and the command log,
   expect_false("predicted.scnym.raw" %in% colnames(out[[]]))  # no rejection by default
   expect_gte(accuracy(pred, truth), 0.85)                 # measured 0.94 with 15 epochs
 
-  probs <- GetAssayData(out, assay = "prediction.score.scnym", slot = "data")
+  probs <- layer_of(out, "data", assay = "prediction.score.scnym")
   expect_identical(colnames(probs), colnames(seu_query))
   expect_equal(unname(colSums(as.matrix(probs))), rep(1, ncol(out)), tolerance = 1e-5)
   # the score is the top probability and the label its class
@@ -129,7 +129,7 @@ test_that("reference as an .h5ad path", {
   ad <- reticulate::import("anndata", convert = FALSE)
   sp <- reticulate::import("scipy.sparse", convert = FALSE)
   pd <- reticulate::import("pandas", convert = FALSE)
-  counts <- GetAssayData(seu_ref, slot = "counts")
+  counts <- counts_of(seu_ref)
   obs <- pd$DataFrame(list(cell_type = as.character(seu_ref$cell_type)), index = colnames(seu_ref))
   var <- pd$DataFrame(index = rownames(seu_ref))
   X <- sp$csr_matrix(sp$csc_matrix(counts)$T)

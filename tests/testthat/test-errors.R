@@ -60,7 +60,8 @@ test_that("a Python argument name in `...` that the R function sets itself point
                class = "pybridge_input_error")
   expect_error(RunJIND(seu_query, seu_ref, key.added = "x"),
                "`key.added` is set by RunJIND\\(\\)'s own argument `name`", class = "pybridge_input_error")
-  expect_error(TrainScNym(seu_ref, layer = "counts"), "own argument `assay`", class = "pybridge_input_error")
+  expect_error(TrainScNym(seu_ref, query_layer = "counts"),
+               "`query_layer` is set by TrainScNym\\(\\)'s own argument `query.layer`", class = "pybridge_input_error")
   for (k in list(3.5, NA_real_, 0, c(2, 3), "4")) {
     expect_error(RunCICL(seu_query, n.clusters = k), "`n.clusters` must be one positive whole number",
                  class = "pybridge_input_error")  # 3.5 used to become 3 without a word

@@ -4,11 +4,12 @@
 # as R errors or warnings. docs/input-checks.md lists the outcomes; its rows name these tests.
 skip_if_no_objects()
 
-RUN_FNS <- c("RunScNym", "RunJIND", "RunItClust", "RunCICL", "RunNMFTransfer")
+RUN_FNS <- c("RunScNym", "RunJIND", "RunLinear", "RunItClust", "RunCICL", "RunNMFTransfer")
 R_TINY <- list(
   RunScNym = list(n_epochs = 2, min_epochs = 1, patience = 2, n_hidden = 32, batch_size = 32),
   RunJIND = list(n_top_genes = 80, n_epochs = 2, gan_epochs = 1, gan_min_steps = 1, gan_stop = "epochs",
                  n_latent = 16, n_hidden = 16, gan_hidden = 16),
+  RunLinear = list(max_iter = 100),
   RunItClust = list(layerwise_epochs = 3, pretrain_epochs = 6, source_epochs = 3, maxiter = 2, min_genes = 5,
                     min_cells = 3, hidden_dims = c(16, 8), n_top_genes = 80),
   RunCICL = list(n.clusters = 3, n_top_genes = 80, n_layers = 1, head_dim = 16, ffn_dim = 32, proj_hidden = 32,
@@ -52,7 +53,7 @@ run_fn <- function(fn, object, reference = NULL, ...) {
 }
 output_columns <- function(fn) {
   name <- pybridge:::.python_names[[fn]]
-  if (fn %in% c("RunScNym", "RunJIND")) paste0("predicted.", name) else paste0(name, ".clusters")
+  if (fn %in% c("RunScNym", "RunJIND", "RunLinear")) paste0("predicted.", name) else paste0(name, ".clusters")
 }
 reticulate_cuda <- function() {
   pybridge:::.py_module()  # pybridge's Python, started the way the Run functions start it
@@ -147,12 +148,12 @@ for (cls in names(tiny)) {
         expect_error(run_fn(fn, q, r, device = "cuda"), "no CUDA GPU", class = "pybridge_python_error")
       }
       bad <- q
-      counts <- if (cls == "SCE") counts(bad) else GetAssayData(bad, slot = "counts")
+      counts <- if (cls == "SCE") counts(bad) else counts_of(bad)
       counts[1, 1] <- -1
       if (cls == "SCE") {
         counts(bad) <- counts
       } else {
-        bad <- SetAssayData(bad, slot = "counts", new.data = counts)
+        bad <- SetAssayData(bad, "counts", counts)  # (the second argument: `slot` in SeuratObject 4, `layer` in 5)
       }
       expect_error(run_fn(fn, bad, r), "contains negative values", class = "pybridge_python_error")
       expect_error(run_fn(fn, q, r, n_epoch = 3), "Unknown .*Config option\\(s\\): n_epoch",
@@ -184,9 +185,10 @@ test_that("numeric labels and factors with unused levels: classes are the used v
 seurat_two_assays <- function(alt = c("counts", "data_only", "ensembl")) {
   alt <- match.arg(alt)
   s <- tiny_seurat(seed = 2L, prefix = "q")
-  m <- SeuratObject::GetAssayData(s, slot = "counts")
+  m <- tiny_counts(seed = 2L, prefix = "q")$counts  # the counts of `s`
   if (alt == "data_only") {
-    s[["ALT"]] <- SeuratObject::CreateAssayObject(data = log1p(m))
+    # (SeuratObject 5 warns that an assay of normalised data has no counts layer)
+    suppressWarnings(s[["ALT"]] <- SeuratObject::CreateAssayObject(data = log1p(m)))
   } else {
     if (alt == "ensembl") rownames(m) <- paste0("ENSG", seq_len(nrow(m)))
     s[["ALT"]] <- SeuratObject::CreateAssayObject(counts = m)
@@ -200,9 +202,13 @@ test_that("assay = NULL uses the active (default) assay, whatever its name; assa
   # the active assay ALT has Ensembl IDs: the error proves ALT, not RNA, was read
   expect_error(run_fn("RunScNym", seurat_two_assays("ensembl"), r), "no genes in common \\(query genes: 'ENSG1'",
                class = "pybridge_input_error")
-  # an active assay with normalised data only: the error names the default and the assays with counts
-  expect_error(run_fn("RunScNym", seurat_two_assays("data_only"), r),
-               "Assay 'ALT' of the query holds no raw counts.*uses the default assay, 'ALT'.*assays: 'RNA', 'ALT'",
+  # an active assay with normalised data only: the RNA assay's raw counts instead, with a message; named
+  # explicitly, it is an error that names the assays with counts
+  expect_message(got <- pybridge:::.extract(seurat_two_assays("data_only"), verbose = TRUE),
+                 "default assay 'ALT' of the query holds no raw counts.*reading the raw counts of assay 'RNA'")
+  expect_identical(got$assay, "RNA")
+  expect_error(run_fn("RunScNym", seurat_two_assays("data_only"), r, assay = "ALT"),
+               "Assay 'ALT' of the query holds no raw counts.*assays with a counts layer: 'RNA'",
                class = "pybridge_input_error")
   skip_if_no_python()
   q <- seurat_two_assays("data_only")
@@ -211,22 +217,23 @@ test_that("assay = NULL uses the active (default) assay, whatever its name; assa
   expect_identical(Command(out, "RunScNym.scnym")@params$assay, "RNA")
   expect_identical(Command(out, "RunScNym.scnym")@assay.used, "RNA")
   expect_identical(SeuratObject::DefaultAssay(out[["scnym"]]), "RNA")
-  expect_identical(GetAssayData(out, slot = "data", assay = "ALT"), GetAssayData(q, slot = "data", assay = "ALT"))
+  expect_identical(layer_of(out, "data", assay = "ALT"), layer_of(q, "data", assay = "ALT"))
   # a Seurat reference's assay is chosen the same way, with reference.assay
-  expect_error(run_fn("RunScNym", tiny$Seurat$query, seurat_two_assays("data_only")), "Assay 'ALT' of the reference",
+  expect_error(run_fn("RunScNym", tiny$Seurat$query, seurat_two_assays("data_only"), reference.assay = "ALT"),
+               "Assay 'ALT' of the reference holds no raw counts.*Pass `reference.assay =`",
                class = "pybridge_input_error")
 })
 
-test_that("Seurat v4 assays are read with the v4 accessors; the v5 (Assay5/LayerData) branch is untested here", {
+test_that("Seurat v4 assays are read with the v4 accessors (the v5 branch: test-seurat5.R, in the trixie lane)", {
   s <- tiny_seurat()
   got <- pybridge:::.seurat_counts(s, NULL, "query")
   expect_identical(got$assay, "RNA")
-  expect_identical(got$counts, GetAssayData(s, slot = "counts"))
+  expect_identical(got$counts, counts_of(s))
   if (!exists("LayerData", envir = asNamespace("SeuratObject"), inherits = FALSE)) {
-    skip("SeuratObject < 5 (Debian bookworm: 4.1.3, no Assay5 class): the LayerData() branch is untested (documented)")
+    skip("SeuratObject < 5 (Debian bookworm: 4.1.3, no Assay5): the LayerData() branch is tested in the trixie lane")
   }
-  s[["RNA"]] <- methods::as(s[["RNA"]], "Assay5")
-  expect_identical(pybridge:::.seurat_counts(s, NULL, "query")$counts, GetAssayData(s, layer = "counts"))
+  suppressWarnings(s[["RNA"]] <- methods::as(s[["RNA"]], "Assay5"))  # ("changing from Assay to Assay5")
+  expect_identical(pybridge:::.seurat_counts(s, NULL, "query")$counts, counts_of(s))
 })
 
 # ------------------------------------------------------------------ SingleCellExperiment names

@@ -8,7 +8,7 @@ test_that("pybridge_methods() lists the registry: kinds, references, and trainab
   m <- run_once("methods", pybridge_methods())
   expect_identical(names(m), c("name", "kind", "reference", "trainable"))
   expect_setequal(m$name, unlist(pybridge:::.python_names))  # every registered method has an R Run function
-  expect_identical(m$name[m$trainable], c("jind", "scnym"))
+  expect_identical(m$name[m$trainable], c("jind", "linear", "scnym"))
   # the record the tests use without Python (setup.R) is the real one
   real <- pybridge:::.methods_table()
   fake <- pybridge:::.parse_methods(fake_methods)
@@ -43,6 +43,34 @@ test_that("TrainJIND once, then RunJIND with the model aligns each query: the la
   plain <- RunJIND(sce_query, path, align = FALSE, device = "cpu", verbose = FALSE)
   expect_identical(S4Vectors::metadata(plain)$pybridge$jind$params$stage, "base")
   expect_error(RunScNym(seu_query, model, verbose = FALSE), "saved 'jind' model", class = "pybridge_input_error")
+})
+
+test_that("RunLinear writes labels and scores and nothing else; TrainLinear's model gives the same labels", {
+  method_available("linear")
+  out <- RunLinear(seu_query, seu_ref, device = "cpu", verbose = FALSE)
+  only_added(out, seu_query, c("predicted.linear", "predicted.linear.score"))
+  expect_identical(levels(out$predicted.linear), ref_classes)
+  expect_false(anyNA(out$predicted.linear))
+  expect_true(all(out$predicted.linear.score >= 0 & out$predicted.linear.score <= 1))
+  expect_gte(accuracy(out$predicted.linear, truth), 0.9)  # measured 0.95 (Python: test_linear.py)
+  expect_identical(Command(out, "RunLinear.linear")@params$method, "linear")
+  expect_identical(dim(Embeddings(out, "linear")), c(ncol(out), length(ref_classes)))  # the class logits
+  # the input object is otherwise unchanged: without pybridge's outputs it is the input again
+  expect_identical(strip_seurat(out, "linear", "RunLinear"), seu_query)
+  # with rejection: "Unassigned" is a level and the raw label is kept
+  rej <- RunLinear(sce_query, sce_ref, reject = TRUE, device = "cpu", verbose = FALSE)
+  expect_true(all(as.character(rej$predicted.linear) %in% c(ref_classes, "Unassigned")))
+  kept <- rej$predicted.linear != "Unassigned"
+  expect_identical(as.character(rej$predicted.linear[kept]), as.character(rej$predicted.linear.raw[kept]))
+  expect_identical(strip_sce(rej, "linear"), sce_query)
+  # trained once and saved: the same labels for the same seed and options
+  model <- TrainLinear(seu_ref, path = file.path(tempdir(), "pybridge-test-linear-model"), query = seu_query,
+                       device = "cpu", verbose = FALSE)
+  expect_s3_class(model, "pybridge_model")
+  expect_identical(model$method, "linear")
+  expect_identical(model$classes, ref_classes)
+  expect_identical(RunLinear(seu_query, model, verbose = FALSE)$predicted.linear, out$predicted.linear)
+  expect_error(RunJIND(seu_query, model, verbose = FALSE), "saved 'linear' model", class = "pybridge_input_error")
 })
 
 test_that("RunItClust writes clusters, their types and per-cell scores (SCE)", {
