@@ -76,7 +76,7 @@ def baselines(a: ad.AnnData, k: int, seed: int) -> dict:
         pcs = b.obsm["X_pca"]
     else:
         from pybridge.data import get_counts
-        from pybridge.models.cicl import _fit_preprocessing, _pca_scores, _Scaler
+        from pybridge.models.cicl._preprocess import _fit_preprocessing, _pca_scores, _Scaler
 
         prep, Xh = _fit_preprocessing(get_counts(a), a.var_names, 2000)
         pcs = _pca_scores(Xh, _Scaler(prep, "cpu", 10.0), 50)
@@ -163,7 +163,8 @@ def main(argv=None) -> int:
             # the K estimate is made before training and is deterministic: reuse the true-K run when it agrees
             est = CICL(seed=args.seed, device=args.device, verbose=False, **{**overrides, "n_epochs": 1})
             from pybridge.data import get_counts
-            from pybridge.models.cicl import _fit_preprocessing, _pca_scores, _Scaler, estimate_n_clusters
+            from pybridge.models.cicl import estimate_n_clusters
+            from pybridge.models.cicl._preprocess import _fit_preprocessing, _pca_scores, _Scaler
 
             cfg = est.config
             prep, Xh = _fit_preprocessing(get_counts(a), a.var_names.astype(str), cfg.n_top_genes)

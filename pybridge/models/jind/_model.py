@@ -542,7 +542,7 @@ class JIND(Annotator):
 
     def _rejection_rate(self, X, gen) -> float:
         probs, _ = self._forward_all(X, self.encoder_, self.classifier_, gen)
-        return float(reject(probs, self.thresholds_).mean())
+        return float(reject(self._calibrated(probs), self.thresholds_).mean())  # thresholds are on calibrated scores
 
     def _align(self, Xq) -> None:
         """Train the generator against the discriminator; keep the generator chosen by ``align_selection``."""

@@ -303,7 +303,7 @@ def test_normalized_dispersion_nan_for_silent_genes_and_matches_scanpy(cellbench
 
 def test_scaler_z_scores_and_clips(small):
     from pybridge.data import get_counts
-    from pybridge.models.cicl import _fit_preprocessing, _Scaler
+    from pybridge.models.cicl._preprocess import _fit_preprocessing, _Scaler
 
     prep, Xh = _fit_preprocessing(get_counts(small), small.var_names.astype(str), 200)
     assert Xh.shape == (small.n_obs, 200) and sp.issparse(Xh)

@@ -381,7 +381,7 @@ def test_a_query_too_small_for_a_variance_adds_no_genes(panc8_pair):
         seurat_vst_hvg,
         standardized_variance,
     )
-    from pybridge.models.scnym import _top_genes
+    from pybridge.models.scnym._preprocess import _top_genes
 
     ref, q = panc8_pair
     Xr, Xq = log_cpm(ref.X).tocsr(), log_cpm(q.X).tocsr()  # same genes in both files
