@@ -215,6 +215,11 @@ class ItClust(Clusterer):
       that (:func:`._preprocess.resolve_min_genes`); ``min_genes=100`` is the
       paper's fixed rule. The thresholds applied are reported in
       ``params["training"]`` (``reference_min_genes``, ``query_min_genes``).
+    * No calibration (the annotators' ``calibrate``): a cell's ``confidence`` is
+      the share of its cluster's cells that kept their source type, a property
+      of the cluster, and ``cell_score`` is the cell's soft assignment to a
+      cluster, not a probability of a cell type; neither has held-back labelled
+      cells of the target to fit a temperature on.
     * Target cells below ``min_genes`` (dropped by the code) are not trained on
       but are still assigned by the final network, so every cell gets a result
       (``n_query_cells_trained`` in ``params["training"]`` counts those trained on).
