@@ -45,6 +45,16 @@ def _check_gene_names(reference, query, *, upper: bool = False) -> None:
     gene_overlap(ref_genes, query_genes, what="query", warn=False)
 
 
+def _fit_predict(model, query, reference, labels_key, layer, reference_layer, **fit_options):
+    """Fit an annotator on ``reference`` with ``query`` as its target data, then annotate ``query``; timed."""
+    t0 = time.perf_counter()
+    model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer, **fit_options)
+    result = model.predict(query, layer=layer)
+    result.params["timings"]["total_s"] = time.perf_counter() - t0
+    logger.info("%s: annotated %d cells in %.1fs", model.method, query.n_obs, time.perf_counter() - t0)
+    return result
+
+
 def compute_scnym(
     query,
     reference,
@@ -60,15 +70,8 @@ def compute_scnym(
 ):
     """Train scNym on ``reference`` with ``query`` as unlabelled target data; return the query's AnnotationResult."""
     _check_inputs(query, reference)
-    t0 = time.perf_counter()
     model = ScNym(seed=seed, device=device, verbose=verbose, **config_overrides)
-    model.fit(
-        reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer, domain_key=domain_key
-    )
-    result = model.predict(query, layer=layer)
-    result.params["timings"]["total_s"] = time.perf_counter() - t0
-    logger.info("scnym: annotated %d cells in %.1fs", query.n_obs, time.perf_counter() - t0)
-    return result
+    return _fit_predict(model, query, reference, labels_key, layer, reference_layer, domain_key=domain_key)
 
 
 def scnym(
@@ -440,13 +443,8 @@ def compute_linear(
     """Train the linear annotator on ``reference`` (the genes it shares with ``query``); return the query's
     AnnotationResult."""
     _check_inputs(query, reference)
-    t0 = time.perf_counter()
     model = Linear(seed=seed, device=device, verbose=verbose, **config_overrides)
-    model.fit(reference, labels_key=labels_key, layer=reference_layer, query=query, query_layer=layer)
-    result = model.predict(query, layer=layer)
-    result.params["timings"]["total_s"] = time.perf_counter() - t0
-    logger.info("linear: annotated %d cells in %.1fs", query.n_obs, time.perf_counter() - t0)
-    return result
+    return _fit_predict(model, query, reference, labels_key, layer, reference_layer)
 
 
 def linear(
